@@ -1,0 +1,51 @@
+"""``torch.nn``-style pooling modules that run tgpool's kernels.
+
+Each class subclasses its torch.nn counterpart, so constructor arguments, defaults, attributes,
+``repr`` and state are torch's own; only ``forward`` changes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import functional as F
+
+__all__ = ["MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d"]
+
+
+class _MaxPoolNd:
+    _pool = None
+
+    def forward(self, input):
+        return type(self)._pool(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class MaxPool1d(_MaxPoolNd, torch.nn.MaxPool1d):
+    _pool = staticmethod(F.max_pool1d)
+
+
+class MaxPool2d(_MaxPoolNd, torch.nn.MaxPool2d):
+    _pool = staticmethod(F.max_pool2d)
+
+
+class MaxPool3d(_MaxPoolNd, torch.nn.MaxPool3d):
+    _pool = staticmethod(F.max_pool3d)
+
+
+class AvgPool1d(torch.nn.AvgPool1d):
+    def forward(self, input):
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+
+class AvgPool2d(torch.nn.AvgPool2d):
+    def forward(self, input):
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+
+class AvgPool3d(torch.nn.AvgPool3d):
+    def forward(self, input):
+        return F.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)

@@ -1,0 +1,239 @@
+"""Kernel variants as frozen, hashable specs, built from torch-style pooling arguments.
+
+A spec is everything that changes the generated source: the reduction, the window (kernel size,
+stride, padding, dilation), ceil_mode, the averaging rule, the dtype and the memory layout. Shapes
+are not part of it: they are runtime arguments of the kernel.
+
+Argument checks follow ATen's (aten/src/ATen/native/Pool.h) and raise the exception types torch
+raises for the same mistakes, so a bad call fails here, before any kernel is generated or launched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+
+#: dtypes the kernels are generated for, with the accumulator each one uses.
+DTYPES: dict[torch.dtype, str] = {
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float32: "float32",
+    torch.float64: "float64",
+}
+
+CHANNELS_FIRST = "channels_first"
+CHANNELS_LAST = "channels_last"
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowPoolSpec:
+    """One window-pooling kernel variant (max or avg, 1 to 3 spatial dims)."""
+
+    reduction: str  # "max" | "avg"
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    ceil_mode: bool = False
+    count_include_pad: bool = True  # avg only
+    divisor_override: int | None = None  # avg only
+    dtype: str = "float32"
+    layout: str = CHANNELS_FIRST
+
+    @property
+    def ndim(self) -> int:
+        return len(self.kernel_size)
+
+    @property
+    def op_name(self) -> str:
+        return f"{self.reduction}_pool{self.ndim}d"
+
+    def with_tensor(self, x: torch.Tensor) -> WindowPoolSpec:
+        """The same window, specialised for ``x``'s dtype and memory layout."""
+        return dataclasses.replace(self, dtype=DTYPES[x.dtype], layout=layout_of(x, self.ndim))
+
+    def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
+        """Spatial output size for the spatial ``input_size``, exactly as torch computes it."""
+        out = tuple(
+            pooling_output_size(i, k, s, p, d, self.ceil_mode)
+            for i, k, s, p, d in zip(
+                input_size, self.kernel_size, self.stride, self.padding, self.dilation
+            )
+        )
+        if any(o < 1 for o in out):
+            raise RuntimeError(
+                f"{self.op_name}: given input size {tuple(input_size)}, the calculated output size "
+                f"{out} is too small (kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode})"
+            )
+        return out
+
+    def as_3d(self) -> dict[str, tuple[int, int, int]]:
+        """Window parameters padded to (depth, height, width) with neutral leading dims."""
+        lead = 3 - self.ndim
+        return {
+            "kernel": (1,) * lead + self.kernel_size,
+            "stride": (1,) * lead + self.stride,
+            "padding": (0,) * lead + self.padding,
+            "dilation": (1,) * lead + self.dilation,
+        }
+
+
+def pooling_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """ATen's pooling_output_shape: with ceil_mode the last window must start inside the input
+    or its left padding."""
+    numer = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+    out = numer // s + 1  # floor division, as ATen's div_rtn
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _expand(name: str, op: str, value, ndim: int, *, allow_none: bool = False) -> tuple[int, ...]:
+    if value is None and allow_none:
+        return ()
+    if isinstance(value, bool) or not isinstance(value, (int, Sequence)):
+        raise TypeError(
+            f"{op}(): argument '{name}' must be an int or a tuple of ints, not {type(value).__name__}"
+        )
+    if isinstance(value, int):
+        return (value,) * ndim
+    value = tuple(value)
+    if allow_none and len(value) == 0:
+        return ()
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(
+                f"{op}(): argument '{name}' must be a tuple of ints, but found "
+                f"{type(v).__name__}"
+            )
+    if len(value) == 1:
+        return value * ndim
+    if len(value) != ndim:
+        raise RuntimeError(
+            f"{op}: {name} must either be a single int, or a tuple of {ndim} ints, "
+            f"but got {value}"
+        )
+    return value
+
+
+@lru_cache(maxsize=4096)
+def _cached_spec(reduction, ndim, kernel_size, stride, padding, dilation, ceil_mode,
+                 count_include_pad, divisor_override) -> WindowPoolSpec:
+    op = f"{reduction}_pool{ndim}d"
+    k = _expand("kernel_size", op, kernel_size, ndim)
+    s = _expand("stride", op, stride, ndim, allow_none=True) or k
+    p = _expand("padding", op, padding, ndim)
+    d = _expand("dilation", op, dilation, ndim)
+    if any(v <= 0 for v in k):
+        raise RuntimeError(f"{op}: kernel_size must be greater than zero, but got {k}")
+    if any(v <= 0 for v in s):
+        raise RuntimeError(f"{op}: stride must be greater than zero, but got {s}")
+    if any(v < 0 for v in p):
+        raise RuntimeError(f"{op}: padding must be non-negative, but got {p}")
+    if any(v <= 0 for v in d):
+        raise RuntimeError(f"{op}: dilation must be greater than zero, but got {d}")
+    for kk, pp, dd in zip(k, p, d):
+        if pp > ((kk - 1) * dd + 1) // 2:
+            raise RuntimeError(
+                f"{op}: padding should be at most half of the effective kernel size, but got "
+                f"padding={p}, kernel_size={k} and dilation={d}"
+            )
+    if divisor_override is not None:
+        if isinstance(divisor_override, bool) or not isinstance(divisor_override, int):
+            raise TypeError(f"{op}(): divisor_override must be an int or None")
+        if divisor_override == 0:
+            raise RuntimeError(f"{op}: divisor_override must be non-zero")
+    return WindowPoolSpec(
+        reduction=reduction,
+        kernel_size=k,
+        stride=s,
+        padding=p,
+        dilation=d,
+        ceil_mode=bool(ceil_mode),
+        count_include_pad=bool(count_include_pad),
+        divisor_override=divisor_override,
+    )
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def window_spec(
+    reduction: str,
+    ndim: int,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> WindowPoolSpec:
+    """Normalise and check torch-style arguments into a (layout- and dtype-free) spec."""
+    if reduction not in ("max", "avg"):
+        raise ValueError(f"unknown reduction {reduction!r}; expected 'max' or 'avg'")
+    try:
+        return _cached_spec(
+            reduction, ndim, _hashable(kernel_size), _hashable(stride), _hashable(padding),
+            _hashable(dilation), ceil_mode, count_include_pad, divisor_override,
+        )
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+        raise TypeError(f"{reduction}_pool{ndim}d(): arguments must be ints or tuples of ints") from e
+
+
+# --- memory layout -------------------------------------------------------------------------------
+
+
+def _strides_like_channels_last(sizes: Sequence[int], strides: Sequence[int], order) -> bool:
+    """c10's is_channels_last_strides_{2,3}d_s{4,5} heuristic, so outputs follow torch's choice."""
+    if strides[1] == 0:
+        return False
+    min_stride = 0
+    for d in order:
+        if sizes[d] == 0:
+            return False
+        if strides[d] < min_stride:
+            return False
+        if d == 0 and min_stride == strides[1]:
+            return False
+        min_stride = strides[d]
+        if sizes[d] > 1:
+            min_stride *= sizes[d]
+    return True
+
+
+def is_channels_last(x: torch.Tensor, ndim: int) -> bool:
+    """Whether torch would treat the batched input ``x`` (N, C, *spatial) as channels-last."""
+    sizes, strides = list(x.shape), list(x.stride())
+    if ndim == 1:  # torch pools 1D inputs as (N, C, 1, L)
+        sizes.insert(2, 1)
+        strides.insert(2, sizes[3] * strides[3])
+        ndim = 2
+    order = (1, 3, 2, 0) if ndim == 2 else (1, 4, 3, 2, 0)
+    return _strides_like_channels_last(sizes, strides, order)
+
+
+def layout_of(x: torch.Tensor, ndim: int) -> str:
+    """Which tile the kernel uses: channels-last (C contiguous) or channels-first."""
+    return CHANNELS_LAST if is_channels_last(x, ndim) and x.shape[1] > 1 else CHANNELS_FIRST
+
+
+def output_strides(shape: Sequence[int], channels_last: bool) -> tuple[int, ...]:
+    """Dense strides for ``shape`` (N, C, *spatial), contiguous or channels-last."""
+    shape = list(shape)
+    order = list(range(len(shape) - 1, -1, -1))  # innermost first
+    if channels_last:
+        order = [1] + list(range(len(shape) - 1, 1, -1)) + [0]
+    strides = [0] * len(shape)
+    acc = 1
+    for d in order:
+        strides[d] = acc
+        acc *= max(shape[d], 1)
+    return tuple(strides)

@@ -1,0 +1,209 @@
+"""Window pooling: spec -> render context -> generated kernel -> launch config -> launch.
+
+Tensors reach this module already checked (see functional.py) and batched (N, C, *spatial). The
+kernels see every tensor as 5-D (N, C, D, H, W); 1-D and 2-D pools get neutral leading dims by
+views, never copies, and every stride is passed explicitly, so any strided input is read in place.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from . import codegen, launch, runtime
+from .spec import CHANNELS_LAST, WindowPoolSpec, is_channels_last, output_strides
+
+FORWARD = "window_pool_fwd"
+BACKWARD = "window_pool_bwd"
+INDEX_GATHER = "index_gather"
+
+#: windows with more taps than this loop at run time instead of being unrolled
+MAX_UNROLLED_TAPS = 64
+#: strides along W for which the channels-first forward selects taps from one loaded segment
+SEGMENT_STRIDES = (1, 2, 4)
+
+
+# --- variants -------------------------------------------------------------------------------------
+
+
+def _window_context(spec: WindowPoolSpec) -> dict:
+    w = spec.as_3d()
+    ctx = {}
+    for axis, i in (("D", 0), ("H", 1), ("W", 2)):
+        ctx["K" + axis] = w["kernel"][i]
+        ctx["S" + axis] = w["stride"][i]
+        ctx["P" + axis] = w["padding"][i]
+        ctx["D" + axis] = w["dilation"][i]
+    taps = ctx["KD"] * ctx["KH"] * ctx["KW"]
+    return {
+        **ctx,
+        "reduction": spec.reduction,
+        "acc": "tl.float64" if spec.dtype == "float64" else "tl.float32",
+        "tile": "channels" if spec.layout == CHANNELS_LAST else "rows",
+        "count_include_pad": spec.count_include_pad,
+        "divisor_override": spec.divisor_override,
+        "loop": "tl.static_range" if taps <= MAX_UNROLLED_TAPS else "range",
+        "variant": repr(spec),
+    }
+
+
+def segment_taps(spec: WindowPoolSpec) -> list[dict] | None:
+    """Taps of the W window as (phase m, shift q) of one loaded segment, or None when the
+    channels-first forward must load each tap directly (other strides, shifts beyond one output,
+    windows too wide to unroll)."""
+    w = spec.as_3d()
+    k, s, p, d = w["kernel"][2], w["stride"][2], w["padding"][2], w["dilation"][2]
+    if spec.layout == CHANNELS_LAST or s not in SEGMENT_STRIDES or k > MAX_UNROLLED_TAPS:
+        return None
+    taps = []
+    for kw in range(k):
+        r = kw * d - p
+        q, m = divmod(r, s)
+        if abs(q) > 1:
+            return None
+        halo = str(q * s + m) if q < 0 else f"BLOCK_W * SW + {(q - 1) * s + m}"
+        taps.append({"kw": kw, "r": r, "q": q, "m": m, "halo": f"({halo})",
+                     "halo_lane": "0" if q < 0 else "BLOCK_W - 1"})
+    return taps
+
+
+def forward_context(spec: WindowPoolSpec, with_indices: bool) -> dict:
+    ctx = _window_context(spec)
+    suffix = "_idx" if with_indices and spec.reduction == "max" else ""
+    ctx.update(
+        kernel_name=f"{spec.op_name}_fwd_{ctx['tile']}{suffix}",
+        with_indices=with_indices and spec.reduction == "max",
+        w_taps=segment_taps(spec) if ctx["tile"] == "rows" else None,
+    )
+    return ctx
+
+
+def backward_context(spec: WindowPoolSpec) -> dict:
+    ctx = _window_context(spec)
+    for axis in "DHW":
+        span = (ctx["K" + axis] - 1) * ctx["D" + axis] + 1
+        ctx["N" + axis] = -(-span // ctx["S" + axis])
+    ctx["kernel_name"] = f"{spec.op_name}_bwd_{ctx['tile']}"
+    return ctx
+
+
+def generated(family: str, ctx: dict):
+    """(kernel, source path) for a render context."""
+    module = codegen.load(family, ctx)
+    return getattr(module, ctx["kernel_name"]), module.__file__
+
+
+# --- shapes ---------------------------------------------------------------------------------------
+
+
+def as_5d(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, *spatial) -> (N, C, D, H, W) view with size-1 leading spatial dims."""
+    while t.dim() < 5:
+        t = t.unsqueeze(2)
+    return t
+
+
+def empty_output(x: torch.Tensor, spec: WindowPoolSpec, dtype=None) -> torch.Tensor:
+    """Output for batched ``x`` in the memory format torch returns (avg_pool3d: contiguous)."""
+    shape = (*x.shape[:2], *spec.output_size(x.shape[2:]))
+    channels_last = is_channels_last(x, spec.ndim) and not (
+        spec.reduction == "avg" and spec.ndim == 3
+    )
+    strides = output_strides(shape, channels_last)
+    return torch.empty_strided(shape, strides, dtype=dtype or x.dtype, device=x.device)
+
+
+def empty_like_input(shape, channels_last: bool, like: torch.Tensor) -> torch.Tensor:
+    """A dense gradient of the input's shape, channels-last when the input was."""
+    strides = output_strides(shape, channels_last)
+    return torch.empty_strided(tuple(shape), strides, dtype=like.dtype, device=like.device)
+
+
+def _sizes(t5: torch.Tensor) -> tuple:
+    return tuple(t5.shape[2:])
+
+
+# --- launches -------------------------------------------------------------------------------------
+
+
+def _launch(family, ctx, spec, grid_fn, args, problem):
+    kernel, source = generated(family, ctx)
+    config = launch.config_for(family, spec, problem)
+    meta = (
+        {"BLOCK_R": config.block_outer, "BLOCK_W": config.block_inner}
+        if ctx["tile"] == "rows"
+        else {"BLOCK_P": config.block_outer, "BLOCK_C": config.block_inner}
+    )
+    runtime.launch(kernel, grid_fn(config), args, meta=meta, num_warps=config.num_warps,
+                   num_stages=config.num_stages, variant=ctx["kernel_name"], source=source,
+                   config=config)
+
+
+def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
+    """Pool batched ``x``; returns (out, indices) with indices empty unless asked for."""
+    spec = spec.with_tensor(x)
+    out = empty_output(x, spec)
+    with_indices = with_indices and spec.reduction == "max"
+    idx = empty_output(x, spec, torch.int64) if with_indices else out.new_empty(0, dtype=torch.int64)
+    if out.numel() == 0:
+        return out, idx
+    ctx = forward_context(spec, with_indices)
+    x5, o5 = as_5d(x), as_5d(out)
+    N, C = x5.shape[:2]
+    OD, OH, OW = _sizes(o5)
+    if ctx["tile"] == "rows":
+        outer, inner, step = N * C * OD * OH, OW, ctx["SW"] if ctx["w_taps"] else 1
+    else:
+        outer, inner, step = N * OD * OH * OW, C, 1
+    args = (x5, out, idx if with_indices else out, C, *_sizes(x5), OD, OH, OW, outer,
+            *x5.stride(), *o5.stride())
+    _launch(FORWARD, ctx, spec,
+            lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
+            args, {"outer": outer, "inner": inner, "inner_step": step, "dtype": spec.dtype})
+    return out, idx
+
+
+def backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_shape, channels_last: bool,
+             spec: WindowPoolSpec) -> torch.Tensor:
+    """Gradient of the batched input, gathered from grad_out (and the argmax for max)."""
+    grad_in = empty_like_input(input_shape, channels_last, grad_out)
+    spec = spec.with_tensor(grad_in)
+    if grad_in.numel() == 0:
+        return grad_in
+    if grad_out.numel() == 0:
+        return grad_in.zero_()
+    ctx = backward_context(spec)
+    g5, i5 = as_5d(grad_out), as_5d(grad_in)
+    k5 = as_5d(indices) if indices is not None else g5
+    N, C = i5.shape[:2]
+    ID, IH, IW = _sizes(i5)
+    if ctx["tile"] == "rows":
+        outer, inner = N * C * ID * IH, IW
+    else:
+        outer, inner = N * ID * IH * IW, C
+    args = (g5, k5, grad_in, C, ID, IH, IW, *_sizes(g5), outer,
+            *g5.stride(), *k5.stride(), *i5.stride())
+    _launch(BACKWARD, ctx, spec,
+            lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
+            args, {"outer": outer, "inner": inner, "inner_step": 1, "dtype": spec.dtype})
+    return grad_in
+
+
+def index_gather(src: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """out[n, c, o] = src[n, c, indices[n, c, o]] (flat spatial), out shaped and laid out like
+    ``indices``."""
+    out = torch.empty_strided(indices.shape, indices.stride(), dtype=src.dtype, device=src.device)
+    if out.numel() == 0:
+        return out
+    ctx = {"kernel_name": f"index_gather{src.dim() - 2}d", "variant": f"ndim={src.dim() - 2}"}
+    kernel, source = generated(INDEX_GATHER, ctx)
+    s5, k5, o5 = as_5d(src), as_5d(indices), as_5d(out)
+    n_out = out.numel()
+    config = launch.config_for(INDEX_GATHER, ctx["variant"], {"outer": 1, "inner": n_out})
+    block = config.block_inner
+    args = (s5, k5, o5, s5.shape[1], *_sizes(s5), *_sizes(k5), n_out,
+            *s5.stride(), *k5.stride(), *o5.stride())
+    runtime.launch(kernel, (triton.cdiv(n_out, block),), args, meta={"BLOCK": block},
+                   num_warps=config.num_warps, num_stages=config.num_stages,
+                   variant=ctx["kernel_name"], source=source, config=config)
+    return out
