@@ -23,14 +23,6 @@ __all__ = [
     "avg_pool3d",
 ]
 
-_TORCH = {
-    ("max", 1): F.max_pool1d,
-    ("max", 2): F.max_pool2d,
-    ("max", 3): F.max_pool3d,
-    ("avg", 1): F.avg_pool1d,
-    ("avg", 2): F.avg_pool2d,
-    ("avg", 3): F.avg_pool3d,
-}
 
 
 def check_input(input: Tensor, op: str, ndim: int) -> bool:
@@ -67,7 +59,7 @@ def _max_pool(ndim, input, kernel_size, stride, padding, dilation, ceil_mode, re
     spec = window_spec("max", ndim, kernel_size, stride, padding, dilation, ceil_mode)
     x, batched = _prepare(input, spec)
     if not runtime.uses_triton(x):
-        return _TORCH["max", ndim](input, kernel_size, stride, padding, dilation, ceil_mode,
+        return getattr(F, f"max_pool{ndim}d")(input, kernel_size, stride, padding, dilation, ceil_mode,
                                    return_indices)
     with_indices = bool(return_indices) or (torch.is_grad_enabled() and x.requires_grad)
     out, idx = ops.max_pool(x, list(spec.kernel_size), list(spec.stride), list(spec.padding),
@@ -85,8 +77,8 @@ def _avg_pool(ndim, input, kernel_size, stride, padding, ceil_mode, count_includ
     if not runtime.uses_triton(x):
         args = (input, kernel_size, stride, padding, ceil_mode, count_include_pad)
         if ndim == 1:
-            return _TORCH["avg", 1](*args)
-        return _TORCH["avg", ndim](*args, divisor_override)
+            return F.avg_pool1d(*args)
+        return getattr(F, f"avg_pool{ndim}d")(*args, divisor_override)
     out = ops.avg_pool(x, list(spec.kernel_size), list(spec.stride), list(spec.padding),
                        spec.ceil_mode, spec.count_include_pad, spec.divisor_override)
     return out if batched else out.squeeze(0)
