@@ -213,8 +213,8 @@ def is_channels_last(x: torch.Tensor, ndim: int) -> bool:
     """Whether torch would treat the batched input ``x`` (N, C, *spatial) as channels-last."""
     sizes, strides = list(x.shape), list(x.stride())
     if ndim == 1:  # torch pools 1D inputs as (N, C, 1, L)
+        strides.insert(2, sizes[2] * strides[2])
         sizes.insert(2, 1)
-        strides.insert(2, sizes[3] * strides[3])
         ndim = 2
     order = (1, 3, 2, 0) if ndim == 2 else (1, 4, 3, 2, 0)
     return _strides_like_channels_last(sizes, strides, order)
