@@ -7,6 +7,9 @@ views, never copies, and every stride is passed explicitly, so any strided input
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import torch
 import triton
 
@@ -126,27 +129,58 @@ def _sizes(t5: torch.Tensor) -> tuple:
 # --- launches -------------------------------------------------------------------------------------
 
 
-def _launch(family, ctx, spec, grid_fn, args, problem):
-    kernel, source = generated(family, ctx)
-    config = launch.config_for(family, spec, problem)
-    meta = (
-        {"BLOCK_R": config.block_outer, "BLOCK_W": config.block_inner}
-        if ctx["tile"] == "rows"
-        else {"BLOCK_P": config.block_outer, "BLOCK_C": config.block_inner}
+@dataclasses.dataclass(frozen=True)
+class KernelLaunch:
+    """One kernel launch, fully determined by the tensors it was planned from: the render
+    context, the exact kernel argument tuple, and the problem the launch config is chosen for.
+
+    The plan_* functions below build it from real tensors for a launch, or from meta tensors of
+    the same shapes, strides and dtypes for ahead-of-time inspection (tgpool/aot.py), so the
+    compiled specialisation is the one a real launch gets.
+    """
+
+    family: str
+    ctx: dict
+    variant: object  # what launch.config_for keys on: the spec, or a variant string
+    args: tuple
+    problem: dict
+    grid: Callable[[launch.LaunchConfig], tuple]
+    meta: Callable[[launch.LaunchConfig], dict]
+
+    def kernel(self):
+        """(kernel, source path) of the generated kernel."""
+        return generated(self.family, self.ctx)
+
+    def config(self) -> launch.LaunchConfig:
+        return launch.config_for(self.family, self.variant, self.problem)
+
+    def run(self) -> None:
+        kernel, source = self.kernel()
+        config = self.config()
+        runtime.launch(kernel, self.grid(config), self.args, meta=self.meta(config),
+                       num_warps=config.num_warps, num_stages=config.num_stages,
+                       variant=self.ctx["kernel_name"], source=source, config=config)
+
+
+def _window_launch(family, ctx, spec, args, problem) -> KernelLaunch:
+    outer, inner = problem["outer"], problem["inner"]
+    names = ("BLOCK_R", "BLOCK_W") if ctx["tile"] == "rows" else ("BLOCK_P", "BLOCK_C")
+    return KernelLaunch(
+        family, ctx, spec, args, problem,
+        grid=lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
+        meta=lambda cfg: {names[0]: cfg.block_outer, names[1]: cfg.block_inner},
     )
-    runtime.launch(kernel, grid_fn(config), args, meta=meta, num_warps=config.num_warps,
-                   num_stages=config.num_stages, variant=ctx["kernel_name"], source=source,
-                   config=config)
 
 
-def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
-    """Pool batched ``x``; returns (out, indices) with indices empty unless asked for."""
+def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
+    """(out, indices, launch) for batched ``x``: the outputs allocated like ``x`` (same device,
+    meta included), launch None when there is nothing to compute."""
     spec = spec.with_tensor(x)
     out = empty_output(x, spec)
     with_indices = with_indices and spec.reduction == "max"
     idx = empty_output(x, spec, torch.int64) if with_indices else out.new_empty(0, dtype=torch.int64)
     if out.numel() == 0:
-        return out, idx
+        return out, idx, None
     ctx = forward_context(spec, with_indices)
     x5, o5 = as_5d(x), as_5d(out)
     N, C = x5.shape[:2]
@@ -157,21 +191,26 @@ def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
         outer, inner, step = N * OD * OH * OW, C, 1
     args = (x5, out, idx if with_indices else out, C, *_sizes(x5), OD, OH, OW, outer,
             *x5.stride(), *o5.stride())
-    _launch(FORWARD, ctx, spec,
-            lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
-            args, {"outer": outer, "inner": inner, "inner_step": step, "dtype": spec.dtype})
+    problem = {"outer": outer, "inner": inner, "inner_step": step, "dtype": spec.dtype}
+    return out, idx, _window_launch(FORWARD, ctx, spec, args, problem)
+
+
+def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
+    """Pool batched ``x``; returns (out, indices) with indices empty unless asked for."""
+    out, idx, kernel_launch = plan_forward(x, spec, with_indices)
+    if kernel_launch is not None:
+        kernel_launch.run()
     return out, idx
 
 
-def backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_shape, channels_last: bool,
-             spec: WindowPoolSpec) -> torch.Tensor:
-    """Gradient of the batched input, gathered from grad_out (and the argmax for max)."""
+def plan_backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_shape,
+                  channels_last: bool, spec: WindowPoolSpec):
+    """(grad_in, launch) with grad_in allocated (not filled), launch None when either side is
+    empty."""
     grad_in = empty_like_input(input_shape, channels_last, grad_out)
     spec = spec.with_tensor(grad_in)
-    if grad_in.numel() == 0:
-        return grad_in
-    if grad_out.numel() == 0:
-        return grad_in.zero_()
+    if grad_in.numel() == 0 or grad_out.numel() == 0:
+        return grad_in, None
     ctx = backward_context(spec)
     g5, i5 = as_5d(grad_out), as_5d(grad_in)
     k5 = as_5d(indices) if indices is not None else g5
@@ -183,27 +222,42 @@ def backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_shape, 
         outer, inner = N * ID * IH * IW, C
     args = (g5, k5, grad_in, C, ID, IH, IW, *_sizes(g5), outer,
             *g5.stride(), *k5.stride(), *i5.stride())
-    _launch(BACKWARD, ctx, spec,
-            lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
-            args, {"outer": outer, "inner": inner, "inner_step": 1, "dtype": spec.dtype})
+    problem = {"outer": outer, "inner": inner, "inner_step": 1, "dtype": spec.dtype}
+    return grad_in, _window_launch(BACKWARD, ctx, spec, args, problem)
+
+
+def backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_shape, channels_last: bool,
+             spec: WindowPoolSpec) -> torch.Tensor:
+    """Gradient of the batched input, gathered from grad_out (and the argmax for max)."""
+    grad_in, kernel_launch = plan_backward(grad_out, indices, input_shape, channels_last, spec)
+    if kernel_launch is not None:
+        kernel_launch.run()
+    elif grad_in.numel() != 0:  # no output, so no gradient reaches the input
+        grad_in.zero_()
     return grad_in
+
+
+def plan_index_gather(src: torch.Tensor, indices: torch.Tensor):
+    """(out, launch) for index_gather, launch None when the output is empty."""
+    out = torch.empty_strided(indices.shape, indices.stride(), dtype=src.dtype, device=src.device)
+    if out.numel() == 0:
+        return out, None
+    ctx = {"kernel_name": f"index_gather{src.dim() - 2}d", "variant": f"ndim={src.dim() - 2}"}
+    s5, k5, o5 = as_5d(src), as_5d(indices), as_5d(out)
+    n_out = out.numel()
+    args = (s5, k5, o5, s5.shape[1], *_sizes(s5), *_sizes(k5), n_out,
+            *s5.stride(), *k5.stride(), *o5.stride())
+    return out, KernelLaunch(
+        INDEX_GATHER, ctx, ctx["variant"], args, {"outer": 1, "inner": n_out},
+        grid=lambda cfg: (triton.cdiv(n_out, cfg.block_inner),),
+        meta=lambda cfg: {"BLOCK": cfg.block_inner},
+    )
 
 
 def index_gather(src: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """out[n, c, o] = src[n, c, indices[n, c, o]] (flat spatial), out shaped and laid out like
     ``indices``."""
-    out = torch.empty_strided(indices.shape, indices.stride(), dtype=src.dtype, device=src.device)
-    if out.numel() == 0:
-        return out
-    ctx = {"kernel_name": f"index_gather{src.dim() - 2}d", "variant": f"ndim={src.dim() - 2}"}
-    kernel, source = generated(INDEX_GATHER, ctx)
-    s5, k5, o5 = as_5d(src), as_5d(indices), as_5d(out)
-    n_out = out.numel()
-    config = launch.config_for(INDEX_GATHER, ctx["variant"], {"outer": 1, "inner": n_out})
-    block = config.block_inner
-    args = (s5, k5, o5, s5.shape[1], *_sizes(s5), *_sizes(k5), n_out,
-            *s5.stride(), *k5.stride(), *o5.stride())
-    runtime.launch(kernel, (triton.cdiv(n_out, block),), args, meta={"BLOCK": block},
-                   num_warps=config.num_warps, num_stages=config.num_stages,
-                   variant=ctx["kernel_name"], source=source, config=config)
+    out, kernel_launch = plan_index_gather(src, indices)
+    if kernel_launch is not None:
+        kernel_launch.run()
     return out
