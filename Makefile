@@ -1,0 +1,38 @@
+# One target per job. Everything runs in .venv, which `make setup` creates from scratch.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A pinned torch: on these CPU machines pip serves its CPU build; an unpinned torch would pull
+# a multi-GB CUDA build. On a GPU machine, pass TORCH="torch" (or an index URL) instead.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo test test-interpret lint format clean
+
+$(BIN)/tgpool: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/tgpool
+
+demo: setup
+	$(BIN)/tgpool demo
+
+# The whole suite on CPU: every kernel runs through the Triton interpreter.
+test: setup
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests
+
+test-interpret: test
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check tgpool tests
+
+format: setup
+	$(BIN)/ruff format tgpool tests
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
