@@ -49,9 +49,9 @@ def _compare(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> tuple[f
 
 
 def _table(records) -> str:
-    header = ("kernel", "generated source", "config", "grid", "ms")
+    header = ("kernel", "variant", "generated source", "config", "grid", "ms")
     rows = [
-        (r.kernel, os.path.basename(r.source), r.config, "x".join(map(str, r.grid)),
+        (r.kernel, r.variant, os.path.basename(r.source), r.config, "x".join(map(str, r.grid)),
          f"{r.seconds * 1e3:.2f}")
         for r in records
     ]

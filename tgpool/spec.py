@@ -55,6 +55,21 @@ class WindowPoolSpec:
         """The same window, specialised for ``x``'s dtype and memory layout."""
         return dataclasses.replace(self, dtype=DTYPES[x.dtype], layout=layout_of(x, self.ndim))
 
+    def describe(self) -> str:
+        """A short label, e.g. ``max k3x3 s2x2 p1x1 d1x1 float16 channels_last``."""
+        x = lambda t: "x".join(map(str, t))  # noqa: E731
+        parts = [self.reduction, f"k{x(self.kernel_size)}", f"s{x(self.stride)}",
+                 f"p{x(self.padding)}"]
+        if self.reduction == "max":
+            parts.append(f"d{x(self.dilation)}")
+        if self.ceil_mode:
+            parts.append("ceil")
+        if self.reduction == "avg" and not self.count_include_pad:
+            parts.append("exclude_pad")
+        if self.divisor_override is not None:
+            parts.append(f"div{self.divisor_override}")
+        return " ".join(parts + [self.dtype, self.layout])
+
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         """Spatial output size for the spatial ``input_size``, exactly as torch computes it."""
         out = tuple(

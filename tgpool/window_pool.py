@@ -159,7 +159,8 @@ class KernelLaunch:
         config = self.config()
         runtime.launch(kernel, self.grid(config), self.args, meta=self.meta(config),
                        num_warps=config.num_warps, num_stages=config.num_stages,
-                       variant=self.ctx["kernel_name"], source=source, config=config)
+                       variant=getattr(self.variant, "describe", lambda: self.variant)(),
+                       source=source, config=config)
 
 
 def _window_launch(family, ctx, spec, args, problem) -> KernelLaunch:
