@@ -137,7 +137,8 @@ def _expand(name: str, op: str, value, ndim: int, *, allow_none: bool = False) -
 
 @lru_cache(maxsize=4096)
 def _cached_spec(reduction, ndim, kernel_size, stride, padding, dilation, ceil_mode,
-                 count_include_pad, divisor_override) -> WindowPoolSpec:
+                 count_include_pad, divisor_override, arg_types) -> WindowPoolSpec:
+    # arg_types is only part of the cache key (see window_spec)
     op = f"{reduction}_pool{ndim}d"
     k = _expand("kernel_size", op, kernel_size, ndim)
     s = _expand("stride", op, stride, ndim, allow_none=True) or k
@@ -151,12 +152,12 @@ def _cached_spec(reduction, ndim, kernel_size, stride, padding, dilation, ceil_m
         raise RuntimeError(f"{op}: padding must be non-negative, but got {p}")
     if any(v <= 0 for v in d):
         raise RuntimeError(f"{op}: dilation must be greater than zero, but got {d}")
-    for kk, pp, dd in zip(k, p, d):
-        if pp > ((kk - 1) * dd + 1) // 2:
-            raise RuntimeError(
-                f"{op}: padding should be at most half of the effective kernel size, but got "
-                f"padding={p}, kernel_size={k} and dilation={d}"
-            )
+    # ATen's pool{1,2,3}d_shape_check: half of the kernel size, whatever the dilation.
+    if any(pp > kk // 2 for kk, pp in zip(k, p)):
+        raise RuntimeError(
+            f"{op}: padding should be at most half of the kernel size, but got "
+            f"padding={p}, kernel_size={k} and dilation={d}"
+        )
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, int):
             raise TypeError(f"{op}(): divisor_override must be an int or None")
@@ -178,6 +179,14 @@ def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
 
 
+def _types(*values) -> tuple:
+    """The types of the arguments and of their elements. lru_cache finds 2.0 and True equal to 2,
+    so without them in the key a cached spec for kernel_size=2 would accept 2.0 or (2.0, 2)."""
+    return tuple(
+        (type(v), *map(type, v)) if isinstance(v, (list, tuple)) else type(v) for v in values
+    )
+
+
 def window_spec(
     reduction: str,
     ndim: int,
@@ -196,6 +205,7 @@ def window_spec(
         return _cached_spec(
             reduction, ndim, _hashable(kernel_size), _hashable(stride), _hashable(padding),
             _hashable(dilation), ceil_mode, count_include_pad, divisor_override,
+            _types(kernel_size, stride, padding, dilation, divisor_override),
         )
     except TypeError as e:
         if "unhashable" not in str(e):
