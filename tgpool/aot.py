@@ -1,0 +1,492 @@
+"""Ahead-of-time inspection: compile a generated kernel for a GPU target without a GPU, and report
+its registers, spills, shared memory and the widths of its global loads and stores.
+
+    from tgpool import aot
+    reports = aot.inspect_op("max_pool2d", (8, 64, 56, 56), torch.float16, "channels_last",
+                             kernel_size=3, stride=2, padding=1, arch="sm_90a")
+    print(aot.format_table(reports))
+
+The specialisation is the one Triton's JIT gives a real launch: the kernel arguments come from the
+same planner the launcher uses (window_pool.plan_*), run on meta tensors of the problem's shape,
+dtype and strides, and each argument goes through Triton's own per-argument specialisation
+(native_specialize_impl, as JITFunction's binder calls it): integers equal to 1 become constexpr,
+integers and pointers divisible by 16 get ``tt.divisibility = 16`` (meta tensors sit at address 0,
+i.e. an aligned allocation), integers are i32 when they fit, else i64.
+
+Resources come from the cubin Triton built (the wheel's cuobjdump, ``--dump-resource-usage``):
+registers, stack frame and local memory (where spills go: both 0 means no spill) and static shared
+memory, plus the dynamic shared memory Triton requests. Running ``ptxas -v`` again on the PTX is
+not the same measurement: Triton passes its own flags (3.9: ``--regAllocOptLevel=2``), and without
+them ptxas allocates differently (a kernel at 102 registers, no spill, came back as 96 registers
+with 4 bytes of spills). Widths are counted from the PTX (``ld.global.v4.b32`` = 128 bits; ``.nc``,
+cache hints and predicates are read through).
+
+A process that imported triton with TRITON_INTERPRET=1 (the test suite) cannot compile: Triton's
+own ``tl.zeros`` & co. were created as interpreted functions. inspect_op then compiles in a spawned
+worker process with the interpreter off; inspect_many compiles many problems in a pool of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import torch
+import triton
+
+from . import window_pool
+from .spec import (
+    CHANNELS_FIRST,
+    CHANNELS_LAST,
+    DTYPES,
+    WindowPoolSpec,
+    is_channels_last,
+    output_strides,
+    window_spec,
+)
+
+ARCHS = {"sm_80": (80, 32), "sm_90a": (90, 32)}  # name -> (capability, warp size)
+DIRECTIONS = ("fwd", "bwd", "double_bwd")
+
+
+def target(arch: str):
+    from triton.backends.compiler import GPUTarget
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    return GPUTarget("cuda", *ARCHS[arch])
+
+
+# --- specialisation -------------------------------------------------------------------------------
+
+_TORCH_TO_TRITON = {
+    torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64",
+    torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8",
+    torch.uint8: "u8", torch.bool: "i1",
+}
+
+
+def rule_specialisation(arg, is_const=False, specialize=True, align=True):
+    """Triton's specialisation rules, for a Triton without ``native_specialize_impl``; tests
+    check they agree with the native one where that exists."""
+    if isinstance(arg, bool):
+        return "u1", None
+    if isinstance(arg, int):
+        if specialize and arg == 1:
+            return "constexpr", 1
+        ty = "i32" if -2**31 <= arg < 2**31 else "i64" if -2**63 <= arg < 2**63 else "u64"
+        return ty, ("D" if specialize and align and arg % 16 == 0 else "")
+    if isinstance(arg, float):
+        return "fp32", None
+    if arg is None:
+        return "constexpr", None
+    if isinstance(arg, torch.Tensor):
+        ty = ("*k" if is_const else "*") + _TORCH_TO_TRITON[arg.dtype]
+        return ty, ("D" if align and arg.data_ptr() % 16 == 0 else "")
+    raise TypeError(f"no specialisation rule for {type(arg).__name__}")
+
+
+def _specialiser(backend):
+    """Triton's own per-argument specialisation (3.5+), else ``rule_specialisation``."""
+    try:
+        from triton._C.libtriton import native_specialize_impl
+    except ImportError:
+        return rule_specialisation
+
+    def native(arg, is_const, specialize, align):
+        try:
+            return native_specialize_impl(backend, arg, is_const, specialize, align)
+        except TypeError:  # another binding's calling convention: the rules say the same
+            return rule_specialisation(arg, is_const, specialize, align)
+
+    return native
+
+
+def specialise(kernel, args: tuple, constexprs: dict, backend, specialiser=None):
+    """(signature, constexprs, attrs) for ASTSource, as JITFunction's binder and ``_pack_args``
+    build them for a call ``kernel[grid](*args, **constexprs)``."""
+    specialiser = specialiser or _specialiser(backend)
+    params = kernel.params
+    if len(args) + len(constexprs) != len(params):
+        raise TypeError(f"{kernel.__name__} takes {len(params)} arguments, got "
+                        f"{len(args)} + constexprs {sorted(constexprs)}")
+    signature, consts, attrs = {}, {}, {}
+    bound = iter(args)
+    for i, p in enumerate(params):
+        if getattr(p, "is_constexpr", False):
+            signature[p.name], consts[p.name] = "constexpr", constexprs[p.name]
+            attrs[(i,)] = backend.parse_attr("")  # as _pack_args: the same ASTSource hash
+            continue
+        arg = next(bound)
+        ty, spec = specialiser(arg, bool(getattr(p, "is_const", False)),
+                               not getattr(p, "do_not_specialize", False),
+                               not getattr(p, "do_not_specialize_on_alignment", False))
+        annotation = getattr(p, "annotation_type", None)
+        if annotation:  # annotated parameters keep their declared type (none in tgpool today)
+            ty = annotation
+            if annotation == "u1" or annotation[:2] in ("fp", "bf"):
+                spec = None
+        signature[p.name] = ty
+        if ty == "constexpr":
+            consts[p.name] = spec
+            spec = ""
+        if isinstance(spec, str):
+            attrs[(i,)] = backend.parse_attr(spec)
+    return signature, consts, attrs
+
+
+# --- compiling ------------------------------------------------------------------------------------
+
+_compilable: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def _interpreter_off():
+    """TRITON_INTERPRET off inside the block (the environment, and triton.knobs where it has
+    them): ``@triton.jit`` gives an interpreted function while it is on, and a spawned process
+    inherits it."""
+    saved = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        knobs = getattr(triton, "knobs", None)
+        runtime_knobs = getattr(knobs, "runtime", None)
+        if runtime_knobs is not None and hasattr(runtime_knobs, "scope"):
+            with runtime_knobs.scope():
+                runtime_knobs.interpret = False
+                yield
+        else:
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = saved
+
+
+def compilable_kernel(kernel, source: str):
+    """``kernel`` itself when it is a JITFunction; else (interpreter mode) the same generated
+    file imported again, under its own module name, with the interpreter off."""
+    from triton.runtime.jit import JITFunction
+
+    if isinstance(kernel, JITFunction):
+        return kernel
+    name = kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__
+    key = f"{source}:{name}"
+    if key not in _compilable:
+        path = Path(source)
+        module_name = f"tgpool_aot.{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        with _interpreter_off():
+            spec.loader.exec_module(module)
+        sys.modules.setdefault(module_name, module)
+        _compilable[key] = getattr(module, name)
+    return _compilable[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelReport:
+    """One kernel compiled for one arch: resources from its cubin, access widths from its PTX."""
+
+    arch: str
+    op: str  # e.g. "max_pool2d k3 s2 p1 fwd"
+    kernel: str
+    layout: str
+    dtype: str
+    shape: tuple  # the op's input shape (N, C, *spatial)
+    config: str  # LaunchConfig.describe()
+    registers: int
+    stack: int  # bytes of stack frame per thread (where ptxas spills registers)
+    local: int  # bytes of local memory per thread
+    shared: int  # bytes (Triton's dynamic shared memory plus any static)
+    loads: dict  # bits -> number of ld.global instructions of that width
+    stores: dict  # bits -> number of st.global instructions
+    blocked_layouts: tuple  # the TTGIR #ttg.blocked encodings (sizePerThread ...)
+    signature: dict
+    constexprs: dict
+    source: str  # the generated kernel file
+    asm: dict = dataclasses.field(repr=False, compare=False)  # "ttgir", "ptx" text, "cubin" bytes
+
+    @property
+    def spill_bytes(self) -> int:
+        """Per-thread bytes of stack frame and local memory: 0 when nothing spills."""
+        return self.stack + self.local
+
+    def load_bits(self, min_width=0) -> int:
+        """Bits loaded per thread by the load instructions at least ``min_width`` wide (static:
+        each instruction once, loops not unrolled count once)."""
+        return sum(w * n for w, n in self.loads.items() if w >= min_width)
+
+
+_BLOCKED = re.compile(r"#ttg\.blocked<\{[^}]*\}>")  # TTGIR register layouts
+_ACCESS = re.compile(r"(?<![\w.])(ld|st)\.global((?:\.[A-Za-z0-9_:]+)*)")
+
+
+def global_access_widths(ptx: str) -> tuple[Counter, Counter]:
+    """(loads, stores): instruction counts by width in bits of the global loads and stores in
+    ``ptx``, whatever their predicates, cache qualifiers (``.nc``, ``.L1::evict_last``,
+    ``.L2::cache_hint``, ``.L2::128B``) or vector size."""
+    found = {"ld": Counter(), "st": Counter()}
+    for line in ptx.splitlines():
+        code = line.split("//", 1)[0]
+        for kind, qualifiers in _ACCESS.findall(code):
+            vector, bits = 1, None
+            for q in qualifiers.split(".")[1:]:
+                if re.fullmatch(r"v\d+", q):
+                    vector = int(q[1:])
+                elif re.fullmatch(r"[bsuf]\d+", q):
+                    bits = int(q[1:])
+            if bits is not None:
+                found[kind][vector * bits] += 1
+    return found["ld"], found["st"]
+
+
+def _cuobjdump() -> str:
+    tool = getattr(getattr(getattr(triton, "knobs", None), "nvidia", None), "cuobjdump", None)
+    if getattr(tool, "path", None):
+        return tool.path
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """cuobjdump --dump-resource-usage of one kernel's cubin: REG, STACK, SHARED, LOCAL, ..."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        text = subprocess.run([_cuobjdump(), "--dump-resource-usage", str(path)], check=True,
+                              capture_output=True, text=True).stdout
+    line = next((ln for ln in text.splitlines() if "REG:" in ln), "")
+    return {k: int(v) for k, v in re.findall(r"([A-Z_]+)(?:\[\d+\])?:(\d+)", line)}
+
+
+def compile_launch(plan: window_pool.KernelLaunch, arch: str = "sm_90a", *, op: str = "",
+                   layout: str = "", shape: tuple = (), dtype: str = "") -> KernelReport:
+    """Compile the kernel of one planned launch for ``arch`` and measure it (in a process that
+    ``can_compile_here``; inspect_op and inspect_many see to that)."""
+    from triton.compiler import ASTSource
+
+    if not can_compile_here():
+        raise RuntimeError("triton.language was imported with TRITON_INTERPRET on, so nothing can "
+                           "be compiled in this process: use inspect_op or inspect_many")
+
+    try:
+        from triton.compiler import make_backend
+    except ImportError:
+        from triton.compiler.compiler import make_backend
+    kernel, source = plan.kernel()
+    kernel = compilable_kernel(kernel, source)
+    config = plan.config()
+    gpu = target(arch)
+    backend = make_backend(gpu)
+    signature, constexprs, attrs = specialise(kernel, plan.args, plan.meta(config), backend)
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=gpu,
+                              options={"num_warps": config.num_warps,
+                                       "num_stages": config.num_stages})
+    usage = resource_usage(compiled.asm["cubin"])
+    loads, stores = global_access_widths(compiled.asm["ptx"])
+    metadata = compiled.metadata
+    name = getattr(metadata, "name", None) or plan.ctx["kernel_name"]
+    return KernelReport(
+        arch=arch, op=op or plan.ctx["kernel_name"], kernel=name, layout=layout,
+        dtype=dtype or str(plan.problem.get("dtype", "")), shape=tuple(shape),
+        config=config.describe(),
+        registers=usage.get("REG", -1), stack=usage.get("STACK", 0), local=usage.get("LOCAL", 0),
+        shared=int(getattr(metadata, "shared", 0) or 0) + usage.get("SHARED", 0),
+        loads=dict(sorted(loads.items())), stores=dict(sorted(stores.items())),
+        blocked_layouts=tuple(_BLOCKED.findall(compiled.asm.get("ttgir", ""))),
+        signature=signature, constexprs=constexprs, source=str(source),
+        asm={k: compiled.asm[k] for k in ("ttgir", "ptx", "cubin") if k in compiled.asm},
+    )
+
+
+# --- problems -------------------------------------------------------------------------------------
+
+_LAYOUTS = {"channels_first": CHANNELS_FIRST, "contiguous": CHANNELS_FIRST,
+            "channels_last": CHANNELS_LAST}
+
+
+def meta_tensor(shape, dtype, channels_last: bool) -> torch.Tensor:
+    """A dense meta tensor of ``shape`` (N, C, *spatial), contiguous or channels-last."""
+    return torch.empty_strided(tuple(shape), output_strides(shape, channels_last), dtype=dtype,
+                               device="meta")
+
+
+def op_spec(op: str, *, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+            count_include_pad=True, divisor_override=None) -> WindowPoolSpec:
+    """The window spec of ``op`` ("max_pool1d" .. "avg_pool3d") for torch-style arguments."""
+    m = re.fullmatch(r"(max|avg)_pool([123])d", op)
+    if m is None:
+        raise ValueError(f"unknown op {op!r}; expected max_pool1d .. avg_pool3d")
+    reduction, ndim = m.group(1), int(m.group(2))
+    if reduction == "avg" and dilation != 1:
+        raise ValueError(f"{op} has no dilation")
+    return window_spec(reduction, ndim, kernel_size, stride, padding, dilation, ceil_mode,
+                       count_include_pad, divisor_override)
+
+
+def window_label(spec: WindowPoolSpec) -> str:
+    """E.g. "k3 s2 p1": per-dim values joined by x where they differ; dilation and ceil_mode
+    when set."""
+
+    def dims(values):
+        return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+    label = f"k{dims(spec.kernel_size)} s{dims(spec.stride)} p{dims(spec.padding)}"
+    if any(d != 1 for d in spec.dilation):
+        label += f" d{dims(spec.dilation)}"
+    return label + (" ceil" if spec.ceil_mode else "")
+
+
+def plan_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", *,
+            direction: str = "fwd", with_indices=False, **window) -> list[window_pool.KernelLaunch]:
+    """The launches tgpool makes for ``op`` ("max_pool2d", "avg_pool3d", ...) on a batched input
+    of ``input_shape``, ``window`` as torch's arguments (kernel_size, stride, padding, ...):
+    "fwd" is the forward; "bwd" what autograd runs for the input gradient (for max without saved
+    indices: the forward that recomputes them, then the gather); "double_bwd" the gradient of the
+    backward (index_gather for max, the forward for avg)."""
+    spec = op_spec(op, **window)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype}")
+    reduction, ndim = spec.reduction, spec.ndim
+    if len(input_shape) != ndim + 2:
+        raise ValueError(f"{op}: input_shape must be batched (N, C, *spatial), got {input_shape}")
+    channels_last = _LAYOUTS[layout] == CHANNELS_LAST
+    x = meta_tensor(input_shape, dtype, channels_last)
+    if direction == "fwd":
+        return [window_pool.plan_forward(x, spec, with_indices)[2]]
+    out, idx, recompute = window_pool.plan_forward(x, spec, reduction == "max")
+    if direction == "bwd":
+        grad_out = torch.empty_like(out)  # autograd's incoming gradient, laid out like out
+        grad_in, gather = window_pool.plan_backward(
+            grad_out, idx if reduction == "max" else None, list(x.shape),
+            is_channels_last(x, ndim), spec)
+        launches = [recompute] if reduction == "max" and not with_indices else []
+        return [p for p in launches + [gather] if p is not None]
+    grad_grad_in = torch.empty_like(x)
+    if reduction == "max":
+        return [window_pool.plan_index_gather(grad_grad_in, idx)[1]]
+    return [window_pool.plan_forward(grad_grad_in, spec, False)[2]]
+
+
+def can_compile_here() -> bool:
+    """False when triton.language was imported with TRITON_INTERPRET on: its own jit functions
+    (tl.zeros, ...) are then interpreted ones, which the compiler cannot call."""
+    import triton.language.standard as standard
+
+    return not any(type(v).__name__ == "InterpretedFunction" for v in vars(standard).values())
+
+
+class AOTError(RuntimeError):
+    """A compilation that failed in a worker process (its message keeps the original error)."""
+
+
+def _inspect_in_worker(call: dict):
+    try:
+        return inspect_op(**call)
+    except Exception as e:  # noqa: BLE001  (crosses a process boundary as text)
+        return AOTError(f"{call}: {type(e).__name__}: {e}")
+
+
+@contextlib.contextmanager
+def _compiling_processes(processes: int):
+    """Fresh Python processes with the interpreter off (spawned: nothing inherited)."""
+    with _interpreter_off():
+        pool = multiprocessing.get_context("spawn").Pool(processes)
+    with pool:
+        yield pool
+
+
+def inspect_many(calls: list[dict], processes: int | None = None, *,
+                 return_exceptions: bool = False) -> list:
+    """``[inspect_op(**call) for call in calls]``, in ``processes`` worker processes (default:
+    one per CPU, at most 4; always workers when this process cannot compile). With
+    ``return_exceptions`` a failed call gives its AOTError instead of raising."""
+    processes = processes or min(len(calls), os.cpu_count() or 1, 4)
+    if processes <= 1 and can_compile_here():
+        results = [_inspect_in_worker(call) for call in calls]
+    else:
+        with _compiling_processes(max(processes, 1)) as pool:
+            results = pool.map(_inspect_in_worker, calls, chunksize=1)
+    for r in results:
+        if isinstance(r, Exception) and not return_exceptions:
+            raise r
+    return results
+
+
+def inspect_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", *,
+               arch: str = "sm_90a", direction: str = "fwd", **pool_args) -> list[KernelReport]:
+    """Compile, for ``arch``, every kernel ``plan_op`` would launch, and report on each (in a
+    worker process when this one runs the interpreter, see ``can_compile_here``)."""
+    if not can_compile_here():
+        call = dict(op=op, input_shape=tuple(input_shape), dtype=dtype, layout=layout, arch=arch,
+                    direction=direction, **pool_args)
+        return inspect_many([call], processes=1)[0]
+    window = {k: v for k, v in pool_args.items() if k != "with_indices"}
+    label = f"{op} {window_label(op_spec(op, **window))} {direction}"
+    return [compile_launch(plan, arch, op=label, layout=layout, shape=tuple(input_shape),
+                           dtype=DTYPES[dtype])
+            for plan in plan_op(op, input_shape, dtype, layout, direction=direction, **pool_args)]
+
+
+# --- reporting ------------------------------------------------------------------------------------
+
+
+def _widths(counts: dict) -> str:
+    return " ".join(f"{w}x{n}" for w, n in sorted(counts.items(), reverse=True)) or "-"
+
+
+def format_table(reports) -> str:
+    """A fixed-width text table, one row per compiled kernel; widths read "bits x instructions"."""
+    head = ("arch", "op", "kernel", "layout", "dtype", "input", "config", "regs", "spill", "smem",
+            "loads (bits x n)", "stores (bits x n)")
+    rows = [head] + [
+        (r.arch, r.op, r.kernel, r.layout, r.dtype, "x".join(map(str, r.shape)), r.config,
+         str(r.registers), str(r.spill_bytes), str(r.shared), _widths(r.loads), _widths(r.stores))
+        for r in reports
+    ]
+    size = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(n) for c, n in zip(row, size, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * n for n in size))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tgpool.aot", description=__doc__.split("\n\n")[0])
+    p.add_argument("op", help="max_pool2d, avg_pool3d, ...")
+    p.add_argument("shape", help="batched input shape, e.g. 8,64,56,56")
+    p.add_argument("--dtype", default="float16", choices=sorted(DTYPES.values()))
+    p.add_argument("--layout", default="channels_first", choices=sorted(_LAYOUTS))
+    p.add_argument("--direction", default="fwd", choices=DIRECTIONS)
+    p.add_argument("--arch", nargs="+", default=sorted(ARCHS), choices=sorted(ARCHS))
+    p.add_argument("-k", "--kernel-size", type=int, required=True)
+    p.add_argument("-s", "--stride", type=int)
+    p.add_argument("-p", "--padding", type=int, default=0)
+    p.add_argument("--with-indices", action="store_true")
+    p.add_argument("--ttgir", action="store_true", help="also print each kernel's TTGIR")
+    a = p.parse_args(argv)
+    dtype = {v: k for k, v in DTYPES.items()}[a.dtype]
+    shape = tuple(int(s) for s in a.shape.split(","))
+    extra = {"with_indices": a.with_indices} if a.op.startswith("max") else {}
+    reports = [r for arch in a.arch for r in inspect_op(
+        a.op, shape, dtype, a.layout, arch=arch, direction=a.direction, kernel_size=a.kernel_size,
+        stride=a.stride, padding=a.padding, **extra)]
+    print(format_table(reports))
+    for r in reports if a.ttgir else ():
+        print(f"\n// {r.arch} {r.kernel} ({r.source})\n{r.asm['ttgir']}")
+
+
+if __name__ == "__main__":
+    main()
