@@ -412,6 +412,8 @@ def inspect_many(calls: list[dict], processes: int | None = None, *,
     """``[inspect_op(**call) for call in calls]``, in ``processes`` worker processes (default:
     one per CPU, at most 4; always workers when this process cannot compile). With
     ``return_exceptions`` a failed call gives its AOTError instead of raising."""
+    if not calls:
+        return []
     processes = processes or min(len(calls), os.cpu_count() or 1, 4)
     if processes <= 1 and can_compile_here():
         results = [_inspect_in_worker(call) for call in calls]
