@@ -1,0 +1,177 @@
+"""tgpool's six pooling functions against torch, on every named case (tests/cases.py) and dtype.
+
+max: values and indices exactly equal to torch on the same input, with and without indices.
+avg: within the dtype's tolerance of torch computed in float64 on the same (upcast) input.
+Output strides equal torch's (1D max without indices excepted: torch's own choice there depends on
+its code path). Gradients of the input: max exact where windows do not overlap, else within
+tolerance of float64; avg within tolerance of float64.
+
+Every tgpool call runs inside triton_only(): the result must come from the generated kernels
+(for an empty batch, where nothing needs to launch, torch's pooling is still refused). Cases with
+``blocks`` force tiny launch blocks, so that tile edges and halos between programs are exercised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cases import DTYPE_PARAMS, TOL, make_input, params
+
+import tgpool
+from tgpool import launch, runtime
+
+# NaN and inf inputs make numpy, under the interpreter, warn about inf - inf in avg sums
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
+
+def torch_pool(reduction: str, ndim: int):
+    return getattr(F, f"{reduction}_pool{ndim}d")
+
+
+def tg_pool(reduction: str, ndim: int):
+    return getattr(tgpool, f"{reduction}_pool{ndim}d")
+
+
+@contextlib.contextmanager
+def launch_blocks(blocks):
+    """Force every launch to use (outer, inner) blocks, so small shapes span several programs
+    along both grid axes (tile edges, halos from the neighbouring program)."""
+    if blocks is None:
+        yield
+        return
+    saved = launch._provider
+    launch.set_provider(lambda family, variant, problem: launch.LaunchConfig(*blocks))
+    try:
+        with runtime.recording() as records:
+            yield
+    finally:
+        launch.set_provider(saved)
+    assert any(len(r.grid) == 2 and min(r.grid) > 1 for r in records), [r.grid for r in records]
+
+
+@contextlib.contextmanager
+def torch_pooling_refused():
+    """For empty inputs, where no kernel needs to launch: torch's pooling must not run either."""
+    names = [n for n in dir(F) if "_pool" in n and ("max" in n or "avg" in n)]
+    saved = {n: getattr(F, n) for n in names}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch's own pooling was called")
+
+    for n in names:
+        setattr(F, n, refuse)
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(F, n, fn)
+
+
+def tgpool_only(case, only_triton):
+    """triton_only() (the generated kernels ran), or for empty inputs torch_pooling_refused()."""
+    empty = any(s == 0 for s in case.shape)
+    return torch_pooling_refused() if empty else only_triton()
+
+
+def assert_exact(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Bit-for-bit equal values (NaN where expected has NaN), same dtype and shape."""
+    assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    nan = expected.isnan()
+    assert torch.equal(actual.isnan(), nan), "NaN positions differ"
+    assert torch.equal(actual.masked_fill(nan, 0), expected.masked_fill(nan, 0))
+
+
+def assert_close(actual: torch.Tensor, expected64: torch.Tensor, dtype: torch.dtype) -> None:
+    atol, rtol = TOL[dtype]
+    assert actual.dtype == dtype
+    torch.testing.assert_close(actual.double(), expected64, atol=atol, rtol=rtol, equal_nan=True)
+
+
+# --- forward --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("max"))
+def test_max_pool_forward(case, dtype, only_triton):
+    x = make_input(case, dtype)
+    kw = case.kwargs("max")
+    ref_out, ref_idx = torch_pool("max", case.ndim)(x, return_indices=True, **kw)
+    ref_plain = torch_pool("max", case.ndim)(x, **kw)
+    pool = tg_pool("max", case.ndim)
+
+    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+        out = pool(x, **kw)
+        out_i, idx = pool(x, return_indices=True, **kw)
+
+    assert_exact(out, ref_plain)
+    assert_exact(out_i, ref_out)
+    assert idx.dtype == torch.int64
+    assert torch.equal(idx, ref_idx)
+    assert out_i.stride() == ref_out.stride()
+    assert idx.stride() == ref_idx.stride()
+    if case.ndim > 1:
+        assert out.stride() == ref_plain.stride()
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("avg"))
+def test_avg_pool_forward(case, dtype, only_triton):
+    x = make_input(case, dtype)
+    kw = case.kwargs("avg")
+    ref64 = torch_pool("avg", case.ndim)(x.double(), **kw)
+    # torch's CPU avg_pool3d has no float16/bfloat16: take its strides from float32, same layout
+    like = x if case.ndim < 3 or x.dtype.itemsize > 2 else make_input(case, torch.float32)
+    ref_strides = torch_pool("avg", case.ndim)(like, **kw).stride()
+
+    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+        out = tg_pool("avg", case.ndim)(x, **kw)
+
+    assert_close(out, ref64, dtype)
+    assert out.stride() == ref_strides
+
+
+# --- gradient of the input ------------------------------------------------------------------------
+
+
+def _grad(pool, x, g, **kw):
+    x = x.detach().requires_grad_()
+    out = pool(x, **kw)
+    (grad,) = torch.autograd.grad(out, x, g)
+    return grad
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("max"))
+def test_max_pool_backward(case, dtype, only_triton):
+    x = make_input(case, dtype)
+    kw = case.kwargs("max")
+    ref_out = torch_pool("max", case.ndim)(x, **kw)
+    g = torch.randn(ref_out.shape).to(dtype)
+
+    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+        grad = _grad(tg_pool("max", case.ndim), x, g, **kw)
+
+    if case.windows_overlap:  # several outputs may add into one input element
+        ref64 = _grad(torch_pool("max", case.ndim), x.double(), g.double(), **kw)
+        assert_close(grad, ref64, dtype)
+    else:  # each input element receives at most one output's gradient
+        assert_exact(grad, _grad(torch_pool("max", case.ndim), x, g, **kw))
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("avg"))
+def test_avg_pool_backward(case, dtype, only_triton):
+    x = make_input(case, dtype)
+    kw = case.kwargs("avg")
+    ref_out = torch_pool("avg", case.ndim)(x.double(), **kw)
+    g = torch.randn(ref_out.shape).to(dtype)
+
+    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+        grad = _grad(tg_pool("avg", case.ndim), x, g, **kw)
+
+    ref64 = _grad(torch_pool("avg", case.ndim), x.double(), g.double(), **kw)
+    assert_close(grad, ref64, dtype)
