@@ -147,7 +147,9 @@ def _avg_pool_setup(ctx, inputs, output):
     x, *window = inputs
     ctx.window = window
     ctx.input_size = list(x.shape)
-    ctx.channels_last = is_channels_last(x, len(window[0]))
+    # torch's avg_pool3d returns contiguous gradients (and outputs) even for channels-last inputs
+    ndim = len(window[0])
+    ctx.channels_last = is_channels_last(x, ndim) and ndim != 3
 
 
 def _avg_pool_backward(ctx, grad_out):
