@@ -4,7 +4,7 @@ max: values and indices exactly equal to torch on the same input, with and witho
 avg: within the dtype's tolerance of torch computed in float64 on the same (upcast) input.
 Output strides equal torch's (1D max without indices excepted: torch's own choice there depends on
 its code path). Gradients of the input: max exact where windows do not overlap, else within
-tolerance of float64; avg within tolerance of float64.
+tolerance of float64; avg within tolerance of float64; their strides equal torch's.
 
 Every tgpool call runs inside triton_only(): the result must come from the generated kernels
 (for an empty batch, where nothing needs to launch, torch's pooling is still refused). Cases with
@@ -91,6 +91,12 @@ def assert_close(actual: torch.Tensor, expected64: torch.Tensor, dtype: torch.dt
     torch.testing.assert_close(actual.double(), expected64, atol=atol, rtol=rtol, equal_nan=True)
 
 
+def for_torch_avg(case, x: torch.Tensor) -> torch.Tensor:
+    """``x``, or where torch's CPU avg_pool3d lacks its dtype (float16, bfloat16) the case's input
+    in float32 with the same layout: what torch's output and gradient strides are taken from."""
+    return x if case.ndim < 3 or x.dtype.itemsize > 2 else make_input(case, torch.float32)
+
+
 # --- forward --------------------------------------------------------------------------------------
 
 
@@ -123,9 +129,7 @@ def test_avg_pool_forward(case, dtype, only_triton):
     x = make_input(case, dtype)
     kw = case.kwargs("avg")
     ref64 = torch_pool("avg", case.ndim)(x.double(), **kw)
-    # torch's CPU avg_pool3d has no float16/bfloat16: take its strides from float32, same layout
-    like = x if case.ndim < 3 or x.dtype.itemsize > 2 else make_input(case, torch.float32)
-    ref_strides = torch_pool("avg", case.ndim)(like, **kw).stride()
+    ref_strides = torch_pool("avg", case.ndim)(for_torch_avg(case, x), **kw).stride()
 
     with launch_blocks(case.blocks), tgpool_only(case, only_triton):
         out = tg_pool("avg", case.ndim)(x, **kw)
@@ -155,11 +159,13 @@ def test_max_pool_backward(case, dtype, only_triton):
     with launch_blocks(case.blocks), tgpool_only(case, only_triton):
         grad = _grad(tg_pool("max", case.ndim), x, g, **kw)
 
+    ref = _grad(torch_pool("max", case.ndim), x, g, **kw)
     if case.windows_overlap:  # several outputs may add into one input element
         ref64 = _grad(torch_pool("max", case.ndim), x.double(), g.double(), **kw)
         assert_close(grad, ref64, dtype)
     else:  # each input element receives at most one output's gradient
-        assert_exact(grad, _grad(torch_pool("max", case.ndim), x, g, **kw))
+        assert_exact(grad, ref)
+    assert grad.stride() == ref.stride()
 
 
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
@@ -175,3 +181,7 @@ def test_avg_pool_backward(case, dtype, only_triton):
 
     ref64 = _grad(torch_pool("avg", case.ndim), x.double(), g.double(), **kw)
     assert_close(grad, ref64, dtype)
+    like = for_torch_avg(case, x)
+    assert (
+        grad.stride() == _grad(torch_pool("avg", case.ndim), like, g.to(like.dtype), **kw).stride()
+    )
