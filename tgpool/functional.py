@@ -80,6 +80,12 @@ def _avg_pool(ndim, input, kernel_size, stride, padding, ceil_mode, count_includ
     spec = window_spec("avg", ndim, kernel_size, stride, padding, 1, ceil_mode,
                        count_include_pad, divisor_override)
     x, batched = _prepare(input, spec)
+    if ndim == 3 and any(i < k for i, k in zip(x.shape[2:], spec.kernel_size, strict=True)):
+        # ATen's avg_pool3d (pool3d_shape_check with check_input_size): padding does not count
+        raise RuntimeError(
+            f"avg_pool3d: input image {tuple(x.shape[2:])} smaller than kernel size "
+            f"{spec.kernel_size}"
+        )
     if not runtime.uses_triton(x):
         args = (input, kernel_size, stride, padding, ceil_mode, count_include_pad)
         if ndim == 1:
