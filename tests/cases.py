@@ -101,7 +101,8 @@ class Case:
 C = Case  # short name for the tables below
 AVG = ("avg",)  # avg-only cases
 
-# fmt: off  (the tables keep one case per line)
+# The tables keep one case per line.
+# fmt: off
 CASES_1D = [
     # common real cases
     C("k3_s2_p1", 1, (2, 4, 11), 3, 2, 1),

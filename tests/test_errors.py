@@ -45,7 +45,8 @@ RANK3 = ("max_pool3d", "avg_pool3d")
 x = _x
 INTS = dict(error=NotImplementedError, torch_may_accept=True)
 
-# fmt: off  (one case per line)
+# One case per line.
+# fmt: off
 ERROR_CASES = [
     # window arguments out of range
     E("kernel_zero", RuntimeError, lambda n: (x(n), 0)),
@@ -84,6 +85,11 @@ ERROR_CASES = [
     ),
     E("output_below_one", RuntimeError, lambda n: (x(n, size=2), 3)),
     E("output_below_one_dilated", RuntimeError, lambda n: (x(n, size=4), 2, 1, 0, 4), ops=MAX),
+    # ATen's avg_pool3d wants every spatial size >= the kernel's, padding or not
+    E("avg3d_input_smaller_than_kernel", RuntimeError, lambda n: (x(n, size=2), 3, 1, 1),
+      ops=("avg_pool3d",)),
+    E("avg3d_input_smaller_than_kernel_empty_batch", RuntimeError,
+      lambda n: (x(n, lead=(0, 2), size=2), 3, 1, 1), ops=("avg_pool3d",)),
     # dtypes: tgpool refuses every non-floating dtype (torch's CPU kernels take some integers)
     E("int64", args=lambda n: (x(n, dtype=torch.int64), 2), **INTS),
     E("int32", args=lambda n: (x(n, dtype=torch.int32), 2), **INTS),
