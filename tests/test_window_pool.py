@@ -149,7 +149,7 @@ def _grad(pool, x, g, **kw):
 
 
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("max"))
+@pytest.mark.parametrize("case", params("max", backward=True))
 def test_max_pool_backward(case, dtype, only_triton):
     x = make_input(case, dtype)
     kw = case.kwargs("max")
@@ -169,7 +169,7 @@ def test_max_pool_backward(case, dtype, only_triton):
 
 
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("avg"))
+@pytest.mark.parametrize("case", params("avg", backward=True))
 def test_avg_pool_backward(case, dtype, only_triton):
     x = make_input(case, dtype)
     kw = case.kwargs("avg")
