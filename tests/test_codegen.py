@@ -161,13 +161,18 @@ def test_one_file_per_identical_spec(fresh_cache):
     files = _files(fresh_cache)
     assert len(files) == 1 and files[0].startswith("window_pool_fwd_"), files
 
-    # shapes are run-time arguments: another shape, same variant, same file
-    tgpool.max_pool2d(torch.randn(2, 3, 6, 10), 2)
+    # shapes are run-time arguments: another shape, same variant, same file (as long as its
+    # rows stay as aligned: 16 wide, like 8, is a multiple of 4 fp32 elements, the widest access)
+    tgpool.max_pool2d(torch.randn(2, 3, 6, 16), 2)
     assert _files(fresh_cache) == files
 
     # another window is another variant: one more file
     tgpool.max_pool2d(x, 3, stride=2)
     assert len(_files(fresh_cache)) == 2
+
+    # rows 10 wide are only 2-element aligned: a variant with narrower accesses, one more file
+    tgpool.max_pool2d(torch.randn(2, 3, 6, 10), 2)
+    assert len(_files(fresh_cache)) == 3
 
     # a new process (no in-memory cache) reuses the files as they are
     mtimes = {p: p.stat().st_mtime_ns for p in fresh_cache.iterdir()}

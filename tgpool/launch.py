@@ -44,15 +44,29 @@ def next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+ITEM_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+VECTOR_BYTES = 16
+#: elements per thread where the accesses cannot be vectorised (strided loads): fewer registers
+SCALAR_PER_THREAD = 4
+
+
 def heuristic(family: str, variant, problem: dict) -> LaunchConfig:
     """problem: ``inner`` (extent of the contiguous side), ``outer`` (extent of the other side),
-    ``inner_step`` (input elements per inner element, the stride for segment loads)."""
+    ``inner_step`` (input elements per inner element, the stride for segment loads), ``dtype``,
+    and ``vector`` (False when the tile's loads are strided, so wide accesses are moot).
+
+    Warps are chosen so each thread holds one 16-byte vector of the tile (8 x 16-bit, 4 x 32-bit)
+    where accesses can be vectorised, else SCALAR_PER_THREAD elements."""
     step = problem.get("inner_step", 1)
     inner = min(next_pow2(problem["inner"]), max(MAX_CONTIGUOUS // step, 1))
     outer = min(next_pow2(problem["outer"]), max(TILE_ELEMENTS // (inner * step), 1))
     elements = inner * outer * step
-    warps = max(1, min(8, elements // 256))
-    return LaunchConfig(block_outer=outer, block_inner=inner, num_warps=next_pow2(warps) // 1)
+    if problem.get("vector", True):
+        per_thread = VECTOR_BYTES // ITEM_BYTES.get(problem.get("dtype"), 2)
+    else:
+        per_thread = SCALAR_PER_THREAD
+    warps = max(1, min(8, elements // (32 * per_thread)))
+    return LaunchConfig(block_outer=outer, block_inner=inner, num_warps=next_pow2(warps))
 
 
 def config_for(family: str, variant, problem: dict) -> LaunchConfig:

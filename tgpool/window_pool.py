@@ -24,6 +24,8 @@ INDEX_GATHER = "index_gather"
 MAX_UNROLLED_TAPS = 64
 #: strides along W for which the channels-first forward selects taps from one loaded segment
 SEGMENT_STRIDES = (1, 2, 4)
+#: the widest global access, in bytes
+VECTOR_BYTES = 16
 
 
 # --- variants -------------------------------------------------------------------------------------
@@ -46,6 +48,7 @@ def _window_context(spec: WindowPoolSpec) -> dict:
         "count_include_pad": spec.count_include_pad,
         "divisor_override": spec.divisor_override,
         "loop": "tl.static_range" if taps <= MAX_UNROLLED_TAPS else "range",
+        "coord": "tl.int32",  # see with_coordinates
         "variant": repr(spec),
     }
 
@@ -70,24 +73,74 @@ def segment_taps(spec: WindowPoolSpec) -> list[dict] | None:
     return taps
 
 
-def forward_context(spec: WindowPoolSpec, with_indices: bool) -> dict:
+def forward_context(spec: WindowPoolSpec, with_indices: bool, align_in: int = 1,
+                    align_out: int = 1, wide_indices: bool = False) -> dict:
+    """Render context of the forward kernel. ``align_in``/``align_out``: see ``alignment``;
+    ``wide_indices``: the input's spatial volume needs int64 argmax tracking."""
     ctx = _window_context(spec)
     suffix = "_idx" if with_indices and spec.reduction == "max" else ""
     ctx.update(
         kernel_name=f"{spec.op_name}_fwd_{ctx['tile']}{suffix}",
         with_indices=with_indices and spec.reduction == "max",
         w_taps=segment_taps(spec) if ctx["tile"] == "rows" else None,
+        ALIGN_IN=align_in,
+        ALIGN_OUT=align_out,
+        index_dtype="tl.int64" if wide_indices else "tl.int32",
     )
     return ctx
 
 
-def backward_context(spec: WindowPoolSpec) -> dict:
+def backward_context(spec: WindowPoolSpec, align_in: int = 1, align_out: int = 1) -> dict:
+    """Render context of the backward kernel; ``align_in`` is grad_in's, ``align_out``
+    grad_out's and the indices'."""
     ctx = _window_context(spec)
     for axis in "DHW":
         span = (ctx["K" + axis] - 1) * ctx["D" + axis] + 1
         ctx["N" + axis] = -(-span // ctx["S" + axis])
-    ctx["kernel_name"] = f"{spec.op_name}_bwd_{ctx['tile']}"
+    ctx.update(kernel_name=f"{spec.op_name}_bwd_{ctx['tile']}", ALIGN_IN=align_in,
+               ALIGN_OUT=align_out)
     return ctx
+
+
+# --- alignment ------------------------------------------------------------------------------------
+#
+# Triton vectorises an access only when it can prove the offsets are multiples of the vector width,
+# and on its own it only recognises integer arguments that are multiples of 16. A 56-wide fp16 row
+# (a multiple of 8) would get scalar loads. So the launcher passes each stride and the contiguous
+# extent divided by the largest power of two that divides them (up to 16 bytes), and the kernel
+# multiplies them back by that constexpr: the products are then known multiples of it.
+
+#: the contiguous dim of the 5-D view (N, C, D, H, W) for each tile
+INNER_DIM = {"rows": 4, "channels": 1}
+
+
+def alignment(t5: torch.Tensor, inner_dim: int, extent: int) -> int:
+    """Largest power-of-two element count, at most VECTOR_BYTES, dividing ``t5``'s address,
+    every stride but the contiguous ``inner_dim``'s (which must be 1), and ``extent``."""
+    if t5.stride(inner_dim) != 1 or (t5.device.type != "meta" and t5.data_ptr() % VECTOR_BYTES):
+        return 1
+    values = [_stride(t5, d) for d in range(t5.dim()) if d != inner_dim] + [extent]
+    a = VECTOR_BYTES // t5.element_size()
+    while a > 1 and any(v % a for v in values):
+        a //= 2
+    return a
+
+
+def _stride(t5: torch.Tensor, d: int) -> int:
+    return 0 if t5.shape[d] == 1 else t5.stride(d)  # a size-1 dim's stride is never used
+
+
+def scaled_strides(t5: torch.Tensor, inner_dim: int, a: int) -> tuple[int, ...]:
+    """``t5``'s strides as the kernel takes them: divided by ``a``, except the contiguous one."""
+    return tuple(
+        _stride(t5, d) if d == inner_dim else _stride(t5, d) // a for d in range(t5.dim())
+    )
+
+
+def with_coordinates(ctx: dict, extent: int) -> dict:
+    """Decompose flat tile coordinates in int32 (int64 division is a slow subroutine on GPUs)
+    unless the flattened extent could overflow it."""
+    return {**ctx, "coord": "tl.int32" if extent < 2**31 - 2**20 else "tl.int64"}
 
 
 def generated(family: str, ctx: dict):
@@ -182,17 +235,29 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     idx = empty_output(x, spec, torch.int64) if with_indices else out.new_empty(0, dtype=torch.int64)
     if out.numel() == 0:
         return out, idx, None
-    ctx = forward_context(spec, with_indices)
     x5, o5 = as_5d(x), as_5d(out)
     N, C = x5.shape[:2]
+    ID, IH, IW = _sizes(x5)
     OD, OH, OW = _sizes(o5)
-    if ctx["tile"] == "rows":
+    tile = "channels" if spec.layout == CHANNELS_LAST else "rows"
+    inner_dim = INNER_DIM[tile]
+    if tile == "rows":
+        a_in, a_out = alignment(x5, inner_dim, IW), alignment(o5, inner_dim, OW)
+        sizes = (C, ID, IH, IW // a_in, OD, OH, OW // a_out)
+    else:  # C is both tensors' contiguous extent: one alignment for both
+        a_in = a_out = min(alignment(x5, inner_dim, C), alignment(o5, inner_dim, C))
+        sizes = (C // a_in, ID, IH, IW, OD, OH, OW)
+    wide = ID * IH * IW > 2**31 - 1
+    ctx = forward_context(spec, with_indices, a_in, a_out, wide_indices=wide)
+    if tile == "rows":
         outer, inner, step = N * C * OD * OH, OW, ctx["SW"] if ctx["w_taps"] else 1
     else:
         outer, inner, step = N * OD * OH * OW, C, 1
-    args = (x5, out, idx if with_indices else out, C, *_sizes(x5), OD, OH, OW, outer,
-            *x5.stride(), *o5.stride())
-    problem = {"outer": outer, "inner": inner, "inner_step": step, "dtype": spec.dtype}
+    ctx = with_coordinates(ctx, outer)
+    args = (x5, out, idx if with_indices else out, *sizes, outer,
+            *scaled_strides(x5, inner_dim, a_in), *scaled_strides(o5, inner_dim, a_out))
+    problem = {"outer": outer, "inner": inner, "inner_step": step, "dtype": spec.dtype,
+               "vector": tile == "channels" or bool(ctx["w_taps"])}
     return out, idx, _window_launch(FORWARD, ctx, spec, args, problem)
 
 
@@ -212,17 +277,27 @@ def plan_backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_sh
     spec = spec.with_tensor(grad_in)
     if grad_in.numel() == 0 or grad_out.numel() == 0:
         return grad_in, None
-    ctx = backward_context(spec)
     g5, i5 = as_5d(grad_out), as_5d(grad_in)
     k5 = as_5d(indices) if indices is not None else g5
     N, C = i5.shape[:2]
     ID, IH, IW = _sizes(i5)
-    if ctx["tile"] == "rows":
+    tile = "channels" if spec.layout == CHANNELS_LAST else "rows"
+    inner_dim = INNER_DIM[tile]
+    if tile == "rows":  # grad_out is gathered along W: only grad_in's stores can be vectorised
+        a_in, a_out = alignment(i5, inner_dim, IW), 1
+        sizes = (C, ID, IH, IW // a_in)
+    else:  # C is every tensor's contiguous extent: one alignment for all
+        a_in = a_out = min(alignment(t, inner_dim, C) for t in (i5, g5, k5))
+        sizes = (C // a_in, ID, IH, IW)
+    ctx = backward_context(spec, a_in, a_out)
+    if tile == "rows":
         outer, inner = N * C * ID * IH, IW
     else:
         outer, inner = N * ID * IH * IW, C
-    args = (g5, k5, grad_in, C, ID, IH, IW, *_sizes(g5), outer,
-            *g5.stride(), *k5.stride(), *i5.stride())
+    ctx = with_coordinates(ctx, outer)
+    args = (g5, k5, grad_in, *sizes, *_sizes(g5), outer,
+            *scaled_strides(g5, inner_dim, a_out), *scaled_strides(k5, inner_dim, a_out),
+            *scaled_strides(i5, inner_dim, a_in))
     problem = {"outer": outer, "inner": inner, "inner_step": 1, "dtype": spec.dtype}
     return grad_in, _window_launch(BACKWARD, ctx, spec, args, problem)
 
