@@ -69,9 +69,16 @@ def target(arch: str):
 # --- specialisation -------------------------------------------------------------------------------
 
 _TORCH_TO_TRITON = {
-    torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64",
-    torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8",
-    torch.uint8: "u8", torch.bool: "i1",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.float64: "fp64",
+    torch.int64: "i64",
+    torch.int32: "i32",
+    torch.int16: "i16",
+    torch.int8: "i8",
+    torch.uint8: "u8",
+    torch.bool: "i1",
 }
 
 
@@ -83,7 +90,7 @@ def rule_specialisation(arg, is_const=False, specialize=True, align=True):
     if isinstance(arg, int):
         if specialize and arg == 1:
             return "constexpr", 1
-        ty = "i32" if -2**31 <= arg < 2**31 else "i64" if -2**63 <= arg < 2**63 else "u64"
+        ty = "i32" if -(2**31) <= arg < 2**31 else "i64" if -(2**63) <= arg < 2**63 else "u64"
         return ty, ("D" if specialize and align and arg % 16 == 0 else "")
     if isinstance(arg, float):
         return "fp32", None
@@ -117,8 +124,10 @@ def specialise(kernel, args: tuple, constexprs: dict, backend, specialiser=None)
     specialiser = specialiser or _specialiser(backend)
     params = kernel.params
     if len(args) + len(constexprs) != len(params):
-        raise TypeError(f"{kernel.__name__} takes {len(params)} arguments, got "
-                        f"{len(args)} + constexprs {sorted(constexprs)}")
+        raise TypeError(
+            f"{kernel.__name__} takes {len(params)} arguments, got "
+            f"{len(args)} + constexprs {sorted(constexprs)}"
+        )
     signature, consts, attrs = {}, {}, {}
     bound = iter(args)
     for i, p in enumerate(params):
@@ -127,9 +136,12 @@ def specialise(kernel, args: tuple, constexprs: dict, backend, specialiser=None)
             attrs[(i,)] = backend.parse_attr("")  # as _pack_args: the same ASTSource hash
             continue
         arg = next(bound)
-        ty, spec = specialiser(arg, bool(getattr(p, "is_const", False)),
-                               not getattr(p, "do_not_specialize", False),
-                               not getattr(p, "do_not_specialize_on_alignment", False))
+        ty, spec = specialiser(
+            arg,
+            bool(getattr(p, "is_const", False)),
+            not getattr(p, "do_not_specialize", False),
+            not getattr(p, "do_not_specialize_on_alignment", False),
+        )
         annotation = getattr(p, "annotation_type", None)
         if annotation:  # annotated parameters keep their declared type (none in tgpool today)
             ty = annotation
@@ -262,21 +274,34 @@ def resource_usage(cubin: bytes) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        text = subprocess.run([_cuobjdump(), "--dump-resource-usage", str(path)], check=True,
-                              capture_output=True, text=True).stdout
+        text = subprocess.run(
+            [_cuobjdump(), "--dump-resource-usage", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     line = next((ln for ln in text.splitlines() if "REG:" in ln), "")
     return {k: int(v) for k, v in re.findall(r"([A-Z_]+)(?:\[\d+\])?:(\d+)", line)}
 
 
-def compile_launch(plan: window_pool.KernelLaunch, arch: str = "sm_90a", *, op: str = "",
-                   layout: str = "", shape: tuple = (), dtype: str = "") -> KernelReport:
+def compile_launch(
+    plan: window_pool.KernelLaunch,
+    arch: str = "sm_90a",
+    *,
+    op: str = "",
+    layout: str = "",
+    shape: tuple = (),
+    dtype: str = "",
+) -> KernelReport:
     """Compile the kernel of one planned launch for ``arch`` and measure it (in a process that
     ``can_compile_here``; inspect_op and inspect_many see to that)."""
     from triton.compiler import ASTSource
 
     if not can_compile_here():
-        raise RuntimeError("triton.language was imported with TRITON_INTERPRET on, so nothing can "
-                           "be compiled in this process: use inspect_op or inspect_many")
+        raise RuntimeError(
+            "triton.language was imported with TRITON_INTERPRET on, so nothing can "
+            "be compiled in this process: use inspect_op or inspect_many"
+        )
 
     try:
         from triton.compiler import make_backend
@@ -288,40 +313,64 @@ def compile_launch(plan: window_pool.KernelLaunch, arch: str = "sm_90a", *, op: 
     gpu = target(arch)
     backend = make_backend(gpu)
     signature, constexprs, attrs = specialise(kernel, plan.args, plan.meta(config), backend)
-    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=gpu,
-                              options={"num_warps": config.num_warps,
-                                       "num_stages": config.num_stages})
+    compiled = triton.compile(
+        ASTSource(kernel, signature, constexprs, attrs),
+        target=gpu,
+        options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+    )
     usage = resource_usage(compiled.asm["cubin"])
     loads, stores = global_access_widths(compiled.asm["ptx"])
     metadata = compiled.metadata
     name = getattr(metadata, "name", None) or plan.ctx["kernel_name"]
     return KernelReport(
-        arch=arch, op=op or plan.ctx["kernel_name"], kernel=name, layout=layout,
-        dtype=dtype or str(plan.problem.get("dtype", "")), shape=tuple(shape),
+        arch=arch,
+        op=op or plan.ctx["kernel_name"],
+        kernel=name,
+        layout=layout,
+        dtype=dtype or str(plan.problem.get("dtype", "")),
+        shape=tuple(shape),
         config=config.describe(),
-        registers=usage.get("REG", -1), stack=usage.get("STACK", 0), local=usage.get("LOCAL", 0),
+        registers=usage.get("REG", -1),
+        stack=usage.get("STACK", 0),
+        local=usage.get("LOCAL", 0),
         shared=int(getattr(metadata, "shared", 0) or 0) + usage.get("SHARED", 0),
-        loads=dict(sorted(loads.items())), stores=dict(sorted(stores.items())),
+        loads=dict(sorted(loads.items())),
+        stores=dict(sorted(stores.items())),
         blocked_layouts=tuple(_BLOCKED.findall(compiled.asm.get("ttgir", ""))),
-        signature=signature, constexprs=constexprs, source=str(source),
+        signature=signature,
+        constexprs=constexprs,
+        source=str(source),
         asm={k: compiled.asm[k] for k in ("ttgir", "ptx", "cubin") if k in compiled.asm},
     )
 
 
 # --- problems -------------------------------------------------------------------------------------
 
-_LAYOUTS = {"channels_first": CHANNELS_FIRST, "contiguous": CHANNELS_FIRST,
-            "channels_last": CHANNELS_LAST}
+_LAYOUTS = {
+    "channels_first": CHANNELS_FIRST,
+    "contiguous": CHANNELS_FIRST,
+    "channels_last": CHANNELS_LAST,
+}
 
 
 def meta_tensor(shape, dtype, channels_last: bool) -> torch.Tensor:
     """A dense meta tensor of ``shape`` (N, C, *spatial), contiguous or channels-last."""
-    return torch.empty_strided(tuple(shape), output_strides(shape, channels_last), dtype=dtype,
-                               device="meta")
+    return torch.empty_strided(
+        tuple(shape), output_strides(shape, channels_last), dtype=dtype, device="meta"
+    )
 
 
-def op_spec(op: str, *, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-            count_include_pad=True, divisor_override=None) -> WindowPoolSpec:
+def op_spec(
+    op: str,
+    *,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+) -> WindowPoolSpec:
     """The window spec of ``op`` ("max_pool1d" .. "avg_pool3d") for torch-style arguments."""
     m = re.fullmatch(r"(max|avg)_pool([123])d", op)
     if m is None:
@@ -329,8 +378,17 @@ def op_spec(op: str, *, kernel_size, stride=None, padding=0, dilation=1, ceil_mo
     reduction, ndim = m.group(1), int(m.group(2))
     if reduction == "avg" and dilation != 1:
         raise ValueError(f"{op} has no dilation")
-    return window_spec(reduction, ndim, kernel_size, stride, padding, dilation, ceil_mode,
-                       count_include_pad, divisor_override)
+    return window_spec(
+        reduction,
+        ndim,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
 
 
 def window_label(spec: WindowPoolSpec) -> str:
@@ -346,8 +404,16 @@ def window_label(spec: WindowPoolSpec) -> str:
     return label + (" ceil" if spec.ceil_mode else "")
 
 
-def plan_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", *,
-            direction: str = "fwd", with_indices=False, **window) -> list[window_pool.KernelLaunch]:
+def plan_op(
+    op: str,
+    input_shape,
+    dtype=torch.float16,
+    layout="channels_first",
+    *,
+    direction: str = "fwd",
+    with_indices=False,
+    **window,
+) -> list[window_pool.KernelLaunch]:
     """The launches tgpool makes for ``op`` ("max_pool2d", "avg_pool3d", ...) on a batched input
     of ``input_shape``, ``window`` as torch's arguments (kernel_size, stride, padding, ...):
     "fwd" is the forward; "bwd" what autograd runs for the input gradient (for max without saved
@@ -369,8 +435,12 @@ def plan_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", 
     if direction == "bwd":
         grad_out = torch.empty_like(out)  # autograd's incoming gradient, laid out like out
         grad_in, gather = window_pool.plan_backward(
-            grad_out, idx if reduction == "max" else None, list(x.shape),
-            is_channels_last(x, ndim), spec)
+            grad_out,
+            idx if reduction == "max" else None,
+            list(x.shape),
+            is_channels_last(x, ndim),
+            spec,
+        )
         launches = [recompute] if reduction == "max" and not with_indices else []
         return [p for p in launches + [gather] if p is not None]
     grad_grad_in = torch.empty_like(x)
@@ -407,8 +477,9 @@ def _compiling_processes(processes: int):
         yield pool
 
 
-def inspect_many(calls: list[dict], processes: int | None = None, *,
-                 return_exceptions: bool = False) -> list:
+def inspect_many(
+    calls: list[dict], processes: int | None = None, *, return_exceptions: bool = False
+) -> list:
     """``[inspect_op(**call) for call in calls]``, in ``processes`` worker processes (default:
     one per CPU, at most 4; always workers when this process cannot compile). With
     ``return_exceptions`` a failed call gives its AOTError instead of raising."""
@@ -426,19 +497,37 @@ def inspect_many(calls: list[dict], processes: int | None = None, *,
     return results
 
 
-def inspect_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", *,
-               arch: str = "sm_90a", direction: str = "fwd", **pool_args) -> list[KernelReport]:
+def inspect_op(
+    op: str,
+    input_shape,
+    dtype=torch.float16,
+    layout="channels_first",
+    *,
+    arch: str = "sm_90a",
+    direction: str = "fwd",
+    **pool_args,
+) -> list[KernelReport]:
     """Compile, for ``arch``, every kernel ``plan_op`` would launch, and report on each (in a
     worker process when this one runs the interpreter, see ``can_compile_here``)."""
     if not can_compile_here():
-        call = dict(op=op, input_shape=tuple(input_shape), dtype=dtype, layout=layout, arch=arch,
-                    direction=direction, **pool_args)
+        call = dict(
+            op=op,
+            input_shape=tuple(input_shape),
+            dtype=dtype,
+            layout=layout,
+            arch=arch,
+            direction=direction,
+            **pool_args,
+        )
         return inspect_many([call], processes=1)[0]
     window = {k: v for k, v in pool_args.items() if k != "with_indices"}
     label = f"{op} {window_label(op_spec(op, **window))} {direction}"
-    return [compile_launch(plan, arch, op=label, layout=layout, shape=tuple(input_shape),
-                           dtype=DTYPES[dtype])
-            for plan in plan_op(op, input_shape, dtype, layout, direction=direction, **pool_args)]
+    return [
+        compile_launch(
+            plan, arch, op=label, layout=layout, shape=tuple(input_shape), dtype=DTYPES[dtype]
+        )
+        for plan in plan_op(op, input_shape, dtype, layout, direction=direction, **pool_args)
+    ]
 
 
 # --- reporting ------------------------------------------------------------------------------------
@@ -450,11 +539,35 @@ def _widths(counts: dict) -> str:
 
 def format_table(reports) -> str:
     """A fixed-width text table, one row per compiled kernel; widths read "bits x instructions"."""
-    head = ("arch", "op", "kernel", "layout", "dtype", "input", "config", "regs", "spill", "smem",
-            "loads (bits x n)", "stores (bits x n)")
+    head = (
+        "arch",
+        "op",
+        "kernel",
+        "layout",
+        "dtype",
+        "input",
+        "config",
+        "regs",
+        "spill",
+        "smem",
+        "loads (bits x n)",
+        "stores (bits x n)",
+    )
     rows = [head] + [
-        (r.arch, r.op, r.kernel, r.layout, r.dtype, "x".join(map(str, r.shape)), r.config,
-         str(r.registers), str(r.spill_bytes), str(r.shared), _widths(r.loads), _widths(r.stores))
+        (
+            r.arch,
+            r.op,
+            r.kernel,
+            r.layout,
+            r.dtype,
+            "x".join(map(str, r.shape)),
+            r.config,
+            str(r.registers),
+            str(r.spill_bytes),
+            str(r.shared),
+            _widths(r.loads),
+            _widths(r.stores),
+        )
         for r in reports
     ]
     size = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -482,9 +595,22 @@ def main(argv=None) -> None:
     dtype = {v: k for k, v in DTYPES.items()}[a.dtype]
     shape = tuple(int(s) for s in a.shape.split(","))
     extra = {"with_indices": a.with_indices} if a.op.startswith("max") else {}
-    reports = [r for arch in a.arch for r in inspect_op(
-        a.op, shape, dtype, a.layout, arch=arch, direction=a.direction, kernel_size=a.kernel_size,
-        stride=a.stride, padding=a.padding, **extra)]
+    reports = [
+        r
+        for arch in a.arch
+        for r in inspect_op(
+            a.op,
+            shape,
+            dtype,
+            a.layout,
+            arch=arch,
+            direction=a.direction,
+            kernel_size=a.kernel_size,
+            stride=a.stride,
+            padding=a.padding,
+            **extra,
+        )
+    ]
     print(format_table(reports))
     for r in reports if a.ttgir else ():
         print(f"\n// {r.arch} {r.kernel} ({r.source})\n{r.asm['ttgir']}")

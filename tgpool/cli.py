@@ -15,7 +15,9 @@ def _ints(text: str) -> tuple[int, ...] | int:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int or comma-separated ints, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected an int or comma-separated ints, got {text!r}"
+        ) from None
     return values[0] if len(values) == 1 else values
 
 
@@ -27,14 +29,23 @@ def _codegen(args) -> int:
 
     reduction, ndim = args.op[:3], int(args.op[-2])
     if args.dtype not in DTYPES.values():
-        print(f"tgpool codegen: unknown dtype {args.dtype!r}; choose from "
-              f"{', '.join(DTYPES.values())}", file=sys.stderr)
+        print(
+            f"tgpool codegen: unknown dtype {args.dtype!r}; choose from "
+            f"{', '.join(DTYPES.values())}",
+            file=sys.stderr,
+        )
         return 2
     try:
         spec = window_spec(
-            reduction, ndim, args.kernel_size, args.stride, args.padding,
-            args.dilation if reduction == "max" else 1, args.ceil_mode,
-            not args.no_count_include_pad, args.divisor_override,
+            reduction,
+            ndim,
+            args.kernel_size,
+            args.stride,
+            args.padding,
+            args.dilation if reduction == "max" else 1,
+            args.ceil_mode,
+            not args.no_count_include_pad,
+            args.divisor_override,
         )
     except (RuntimeError, TypeError, ValueError) as e:
         print(f"tgpool codegen: {e}", file=sys.stderr)
@@ -62,20 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="run a small CNN on tgpool's pooling, checked against torch",
-                       description="Run a small CNN forward and backward on tgpool's pooling, "
-                       "check it against the same CNN on torch's pooling, and print every "
-                       "kernel launched. Without a GPU the kernels run in the Triton interpreter.")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                   help="default: cuda when available, else cpu (interpreter)")
+    p = sub.add_parser(
+        "demo",
+        help="run a small CNN on tgpool's pooling, checked against torch",
+        description="Run a small CNN forward and backward on tgpool's pooling, "
+        "check it against the same CNN on torch's pooling, and print every "
+        "kernel launched. Without a GPU the kernels run in the Triton interpreter.",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="default: cuda when available, else cpu (interpreter)",
+    )
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
     p.add_argument("--size", type=int, default=32, help="input height and width (default 32)")
     p.set_defaults(run=_demo)
 
-    p = sub.add_parser("codegen", help="print the generated Triton source of one kernel variant",
-                       description="Print the Triton source tgpool generates for one variant, "
-                       "e.g. `tgpool codegen max_pool2d --kernel-size 3 --stride 2 "
-                       "--dtype float16`.")
+    p = sub.add_parser(
+        "codegen",
+        help="print the generated Triton source of one kernel variant",
+        description="Print the Triton source tgpool generates for one variant, "
+        "e.g. `tgpool codegen max_pool2d --kernel-size 3 --stride 2 "
+        "--dtype float16`.",
+    )
     p.add_argument("op", choices=OPS)
     p.add_argument("--kernel-size", type=_ints, required=True, help="int or comma-separated ints")
     p.add_argument("--stride", type=_ints, default=None, help="default: the kernel size")
@@ -84,10 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ceil-mode", action="store_true")
     p.add_argument("--no-count-include-pad", action="store_true", help="avg pooling only")
     p.add_argument("--divisor-override", type=int, default=None, help="avg pooling only")
-    p.add_argument("--dtype", default="float32",
-                   help="float16, bfloat16, float32 or float64 (default float32)")
-    p.add_argument("--channels-last", action="store_true",
-                   help="the channels-last variant (default: channels-first)")
+    p.add_argument(
+        "--dtype", default="float32", help="float16, bfloat16, float32 or float64 (default float32)"
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="the channels-last variant (default: channels-first)",
+    )
     p.add_argument("--with-indices", action="store_true", help="max pooling writing its argmax")
     p.add_argument("--backward", action="store_true", help="the backward kernel")
     p.set_defaults(run=_codegen)

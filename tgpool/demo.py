@@ -51,8 +51,14 @@ def _compare(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> tuple[f
 def _table(records) -> str:
     header = ("kernel", "variant", "generated source", "config", "grid", "ms")
     rows = [
-        (r.kernel, r.variant, os.path.basename(r.source), r.config, "x".join(map(str, r.grid)),
-         f"{r.seconds * 1e3:.2f}")
+        (
+            r.kernel,
+            r.variant,
+            os.path.basename(r.source),
+            r.config,
+            "x".join(map(str, r.grid)),
+            f"{r.seconds * 1e3:.2f}",
+        )
         for r in records
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
@@ -67,8 +73,18 @@ def main(device: str | None = None, batch: int = 4, size: int = 32) -> int:
         # Triton fixes interpreter mode when triton.language is imported (torch imported it
         # already), so the demo runs itself again with the variable set from the start.
         env = {**os.environ, "TRITON_INTERPRET": "1"}
-        argv = [sys.executable, "-m", "tgpool", "demo", "--device", "cpu",
-                "--batch", str(batch), "--size", str(size)]
+        argv = [
+            sys.executable,
+            "-m",
+            "tgpool",
+            "demo",
+            "--device",
+            "cpu",
+            "--batch",
+            str(batch),
+            "--size",
+            str(size),
+        ]
         sys.stdout.flush()
         os.execve(sys.executable, argv, env)
     if device == "cpu":
@@ -97,8 +113,10 @@ def main(device: str | None = None, batch: int = 4, size: int = 32) -> int:
         ok &= good
         print(f"\n== {layout}: forward and backward, {len(records)} tgpool kernel launches")
         print(_table(records))
-        print(f"max |output - torch| = {out_diff:.2e}; max |gradient - torch| = {grad_diff:.2e}"
-              f" -> {'OK' if good else 'MISMATCH'}")
+        print(
+            f"max |output - torch| = {out_diff:.2e}; max |gradient - torch| = {grad_diff:.2e}"
+            f" -> {'OK' if good else 'MISMATCH'}"
+        )
     print("\nall checks passed" if ok else "\nFAILED: tgpool differs from torch")
     return 0 if ok else 1
 

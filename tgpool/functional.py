@@ -24,7 +24,6 @@ __all__ = [
 ]
 
 
-
 def check_input(input: Tensor, op: str, ndim: int) -> bool:
     """Check a pooling input of ``ndim`` spatial dims; returns whether it is batched."""
     if not isinstance(input, Tensor):
@@ -41,7 +40,7 @@ def check_input(input: Tensor, op: str, ndim: int) -> bool:
             f"but got input of size {tuple(input.shape)}"
         )
     batched = input.dim() == ndim + 2
-    if any(s == 0 for s in input.shape[int(batched):]):
+    if any(s == 0 for s in input.shape[int(batched) :]):
         raise RuntimeError(
             f"{op}: expected input with non-zero sizes except the optional batch dim, "
             f"but got input of size {tuple(input.shape)}"
@@ -65,20 +64,30 @@ def _max_pool(ndim, input, kernel_size, stride, padding, dilation, ceil_mode, re
     spec = window_spec("max", ndim, kernel_size, stride, padding, dilation, ceil_mode)
     x, batched = _prepare(input, spec)
     if not runtime.uses_triton(x):
-        return getattr(F, f"max_pool{ndim}d")(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                   return_indices)
+        return getattr(F, f"max_pool{ndim}d")(
+            input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+        )
     with_indices = bool(return_indices) or (torch.is_grad_enabled() and x.requires_grad)
-    out, idx = ops.max_pool(x, list(spec.kernel_size), list(spec.stride), list(spec.padding),
-                            list(spec.dilation), spec.ceil_mode, with_indices)
+    out, idx = ops.max_pool(
+        x,
+        list(spec.kernel_size),
+        list(spec.stride),
+        list(spec.padding),
+        list(spec.dilation),
+        spec.ceil_mode,
+        with_indices,
+    )
     if not batched:
         out, idx = out.squeeze(0), idx.squeeze(0)
     return (out, idx) if return_indices else out
 
 
-def _avg_pool(ndim, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override):
-    spec = window_spec("avg", ndim, kernel_size, stride, padding, 1, ceil_mode,
-                       count_include_pad, divisor_override)
+def _avg_pool(
+    ndim, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
+    spec = window_spec(
+        "avg", ndim, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
+    )
     x, batched = _prepare(input, spec)
     if ndim == 3 and any(i < k for i, k in zip(x.shape[2:], spec.kernel_size, strict=True)):
         # ATen's avg_pool3d (pool3d_shape_check with check_input_size): padding does not count
@@ -91,45 +100,70 @@ def _avg_pool(ndim, input, kernel_size, stride, padding, ceil_mode, count_includ
         if ndim == 1:
             return F.avg_pool1d(*args)
         return getattr(F, f"avg_pool{ndim}d")(*args, divisor_override)
-    out = ops.avg_pool(x, list(spec.kernel_size), list(spec.stride), list(spec.padding),
-                       spec.ceil_mode, spec.count_include_pad, spec.divisor_override)
+    out = ops.avg_pool(
+        x,
+        list(spec.kernel_size),
+        list(spec.stride),
+        list(spec.padding),
+        spec.ceil_mode,
+        spec.count_include_pad,
+        spec.divisor_override,
+    )
     return out if batched else out.squeeze(0)
 
 
-def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool1d(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
     """1D max pooling over (N, C, L) or (C, L), as ``torch.nn.functional.max_pool1d``."""
     return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool2d(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
     """2D max pooling over (N, C, H, W) or (C, H, W), as ``torch.nn.functional.max_pool2d``."""
     return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
-def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
-    """3D max pooling over (N, C, D, H, W) or (C, D, H, W), as ``torch.nn.functional.max_pool3d``."""
+def max_pool3d(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
+    """3D max pooling over (N, C, D, H, W) or (C, D, H, W), as torch.nn.functional.max_pool3d."""
     return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
-def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True):
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """1D average pooling over (N, C, L) or (C, L), as ``torch.nn.functional.avg_pool1d``."""
     return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+def avg_pool2d(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """2D average pooling over (N, C, H, W) or (C, H, W), as ``torch.nn.functional.avg_pool2d``."""
-    return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
+    return _avg_pool(
+        2, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
 
 
-def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+def avg_pool3d(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """3D average pooling over (N, C, D, H, W) or (C, D, H, W), as
     ``torch.nn.functional.avg_pool3d``."""
-    return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
+    return _avg_pool(
+        3, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )

@@ -4,9 +4,10 @@ This is the one place that decides them. ``config_for`` asks the registered prov
 autotuner plugs in here with ``set_provider``) and falls back to the heuristic below.
 
 Heuristic: pooling is memory-bound, so a program should move a tile of about ``TILE_ELEMENTS``
-elements, i.e. 8 per thread with 4 warps, which lets Triton issue 128-bit accesses (8 x 16-bit) along
-the contiguous dimension. The tile's contiguous side is as wide as the data allows (channels for
-channels-last, output columns times stride for channels-first); the other side fills the rest.
+elements with one 16-byte vector per thread (8 x 16-bit), which lets Triton issue 128-bit accesses
+along the contiguous dimension. The tile's contiguous side is as wide as the data allows
+(channels for channels-last, output columns times stride for channels-first); the other side
+fills the rest.
 """
 
 from __future__ import annotations

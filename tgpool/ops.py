@@ -22,30 +22,54 @@ def _require_triton(op: str, *tensors: Tensor) -> None:
     for t in tensors:
         if not runtime.uses_triton(t):
             raise RuntimeError(
-                f"tgpool::{op} runs generated Triton kernels: it needs CUDA tensors, or CPU tensors "
-                f"with TRITON_INTERPRET=1 set before tgpool generates its first kernel "
+                f"tgpool::{op} runs generated Triton kernels: it needs CUDA tensors, or CPU "
+                f"tensors with TRITON_INTERPRET=1 set before triton is first imported "
                 f"(got a tensor on {t.device})"
             )
 
 
 def _max_spec(kernel_size, stride, padding, dilation, ceil_mode) -> WindowPoolSpec:
-    return window_spec("max", len(kernel_size), tuple(kernel_size), tuple(stride), tuple(padding),
-                       tuple(dilation), ceil_mode)
+    return window_spec(
+        "max",
+        len(kernel_size),
+        tuple(kernel_size),
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        ceil_mode,
+    )
 
 
-def _avg_spec(kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override) -> WindowPoolSpec:
+def _avg_spec(
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+) -> WindowPoolSpec:
     n = len(kernel_size)
-    return window_spec("avg", n, tuple(kernel_size), tuple(stride), tuple(padding), (1,) * n,
-                       ceil_mode, count_include_pad, divisor_override)
+    return window_spec(
+        "avg",
+        n,
+        tuple(kernel_size),
+        tuple(stride),
+        tuple(padding),
+        (1,) * n,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
 
 
 # --- max pooling ----------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("tgpool::max_pool", mutates_args=())
-def max_pool(x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
-             dilation: list[int], ceil_mode: bool, with_indices: bool) -> tuple[Tensor, Tensor]:
+def max_pool(
+    x: Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    ceil_mode: bool,
+    with_indices: bool,
+) -> tuple[Tensor, Tensor]:
     """Max pooling of batched ``x``; the indices are empty unless ``with_indices``."""
     _require_triton("max_pool", x)
     spec = _max_spec(kernel_size, stride, padding, dilation, ceil_mode)
@@ -83,9 +107,17 @@ max_pool.register_autograd(_max_pool_backward, setup_context=_max_pool_setup)
 
 
 @torch.library.custom_op("tgpool::max_pool_backward", mutates_args=())
-def max_pool_backward(grad_out: Tensor, indices: Tensor, input_size: list[int],
-                      channels_last: bool, kernel_size: list[int], stride: list[int],
-                      padding: list[int], dilation: list[int], ceil_mode: bool) -> Tensor:
+def max_pool_backward(
+    grad_out: Tensor,
+    indices: Tensor,
+    input_size: list[int],
+    channels_last: bool,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    ceil_mode: bool,
+) -> Tensor:
     """Gradient of max_pool's input: each input position gathers the gradients of the outputs
     that chose it (deterministic, no atomics)."""
     _require_triton("max_pool_backward", grad_out, indices)
@@ -94,8 +126,9 @@ def max_pool_backward(grad_out: Tensor, indices: Tensor, input_size: list[int],
 
 
 @max_pool_backward.register_fake
-def _(grad_out, indices, input_size, channels_last, kernel_size, stride, padding, dilation,
-      ceil_mode):
+def _(
+    grad_out, indices, input_size, channels_last, kernel_size, stride, padding, dilation, ceil_mode
+):
     return window_pool.empty_like_input(input_size, channels_last, grad_out)
 
 
@@ -108,8 +141,9 @@ def _max_pool_double_backward(ctx, grad_grad_in):
     return (index_gather(grad_grad_in, indices),) + (None,) * 8
 
 
-max_pool_backward.register_autograd(_max_pool_double_backward,
-                                    setup_context=_max_pool_backward_setup)
+max_pool_backward.register_autograd(
+    _max_pool_double_backward, setup_context=_max_pool_backward_setup
+)
 
 
 @torch.library.custom_op("tgpool::index_gather", mutates_args=())
@@ -121,16 +155,22 @@ def index_gather(src: Tensor, indices: Tensor) -> Tensor:
 
 @index_gather.register_fake
 def _(src, indices):
-    return torch.empty_strided(indices.shape, indices.stride(), dtype=src.dtype,
-                               device=src.device)
+    return torch.empty_strided(indices.shape, indices.stride(), dtype=src.dtype, device=src.device)
 
 
 # --- average pooling ------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("tgpool::avg_pool", mutates_args=())
-def avg_pool(x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
-             ceil_mode: bool, count_include_pad: bool, divisor_override: int | None) -> Tensor:
+def avg_pool(
+    x: Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> Tensor:
     """Average pooling of batched ``x`` (torch's divisor rules)."""
     _require_triton("avg_pool", x)
     spec = _avg_spec(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -161,10 +201,17 @@ avg_pool.register_autograd(_avg_pool_backward, setup_context=_avg_pool_setup)
 
 
 @torch.library.custom_op("tgpool::avg_pool_backward", mutates_args=())
-def avg_pool_backward(grad_out: Tensor, input_size: list[int], channels_last: bool,
-                      kernel_size: list[int], stride: list[int], padding: list[int],
-                      ceil_mode: bool, count_include_pad: bool,
-                      divisor_override: int | None) -> Tensor:
+def avg_pool_backward(
+    grad_out: Tensor,
+    input_size: list[int],
+    channels_last: bool,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> Tensor:
     """Gradient of avg_pool's input: each input position gathers grad / divisor of the outputs
     whose windows cover it (deterministic, no atomics)."""
     _require_triton("avg_pool_backward", grad_out)
@@ -173,8 +220,17 @@ def avg_pool_backward(grad_out: Tensor, input_size: list[int], channels_last: bo
 
 
 @avg_pool_backward.register_fake
-def _(grad_out, input_size, channels_last, kernel_size, stride, padding, ceil_mode,
-      count_include_pad, divisor_override):
+def _(
+    grad_out,
+    input_size,
+    channels_last,
+    kernel_size,
+    stride,
+    padding,
+    ceil_mode,
+    count_include_pad,
+    divisor_override,
+):
     return window_pool.empty_like_input(input_size, channels_last, grad_out)
 
 
@@ -187,5 +243,6 @@ def _avg_pool_double_backward(ctx, grad_grad_in):
     return (avg_pool(grad_grad_in, *ctx.window),) + (None,) * 8
 
 
-avg_pool_backward.register_autograd(_avg_pool_double_backward,
-                                    setup_context=_avg_pool_backward_setup)
+avg_pool_backward.register_autograd(
+    _avg_pool_double_backward, setup_context=_avg_pool_backward_setup
+)

@@ -57,8 +57,9 @@ def recording():
             outer.extend(collected)
 
 
-def launch(kernel, grid, args, *, meta: dict, num_warps: int, num_stages: int, variant, source,
-           config) -> None:
+def launch(
+    kernel, grid, args, *, meta: dict, num_warps: int, num_stages: int, variant, source, config
+) -> None:
     """Launch a generated kernel and account for it."""
     name = kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__
     launch_counts[name] += 1
@@ -72,6 +73,12 @@ def launch(kernel, grid, args, *, meta: dict, num_warps: int, num_stages: int, v
     kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
     sync()
     _records.append(
-        LaunchRecord(name, str(variant), str(source), config.describe(), tuple(grid),
-                     time.perf_counter() - start)
+        LaunchRecord(
+            name,
+            str(variant),
+            str(source),
+            config.describe(),
+            tuple(grid),
+            time.perf_counter() - start,
+        )
     )

@@ -58,8 +58,12 @@ class WindowPoolSpec:
     def describe(self) -> str:
         """A short label, e.g. ``max k3x3 s2x2 p1x1 d1x1 float16 channels_last``."""
         x = lambda t: "x".join(map(str, t))  # noqa: E731
-        parts = [self.reduction, f"k{x(self.kernel_size)}", f"s{x(self.stride)}",
-                 f"p{x(self.padding)}"]
+        parts = [
+            self.reduction,
+            f"k{x(self.kernel_size)}",
+            f"s{x(self.stride)}",
+            f"p{x(self.padding)}",
+        ]
         if self.reduction == "max":
             parts.append(f"d{x(self.dilation)}")
         if self.ceil_mode:
@@ -112,7 +116,8 @@ def _expand(name: str, op: str, value, ndim: int, *, allow_none: bool = False) -
         return ()
     if isinstance(value, bool) or not isinstance(value, (int, Sequence)):
         raise TypeError(
-            f"{op}(): argument '{name}' must be an int or a tuple of ints, not {type(value).__name__}"
+            f"{op}(): argument '{name}' must be an int or a tuple of ints, "
+            f"not {type(value).__name__}"
         )
     if isinstance(value, int):
         return (value,) * ndim
@@ -122,22 +127,30 @@ def _expand(name: str, op: str, value, ndim: int, *, allow_none: bool = False) -
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(
-                f"{op}(): argument '{name}' must be a tuple of ints, but found "
-                f"{type(v).__name__}"
+                f"{op}(): argument '{name}' must be a tuple of ints, but found {type(v).__name__}"
             )
     if len(value) == 1:
         return value * ndim
     if len(value) != ndim:
         raise RuntimeError(
-            f"{op}: {name} must either be a single int, or a tuple of {ndim} ints, "
-            f"but got {value}"
+            f"{op}: {name} must either be a single int, or a tuple of {ndim} ints, but got {value}"
         )
     return value
 
 
 @lru_cache(maxsize=4096)
-def _cached_spec(reduction, ndim, kernel_size, stride, padding, dilation, ceil_mode,
-                 count_include_pad, divisor_override, arg_types) -> WindowPoolSpec:
+def _cached_spec(
+    reduction,
+    ndim,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    ceil_mode,
+    count_include_pad,
+    divisor_override,
+    arg_types,
+) -> WindowPoolSpec:
     # arg_types is only part of the cache key (see window_spec)
     op = f"{reduction}_pool{ndim}d"
     k = _expand("kernel_size", op, kernel_size, ndim)
@@ -203,14 +216,23 @@ def window_spec(
         raise ValueError(f"unknown reduction {reduction!r}; expected 'max' or 'avg'")
     try:
         return _cached_spec(
-            reduction, ndim, _hashable(kernel_size), _hashable(stride), _hashable(padding),
-            _hashable(dilation), ceil_mode, count_include_pad, divisor_override,
+            reduction,
+            ndim,
+            _hashable(kernel_size),
+            _hashable(stride),
+            _hashable(padding),
+            _hashable(dilation),
+            ceil_mode,
+            count_include_pad,
+            divisor_override,
             _types(kernel_size, stride, padding, dilation, divisor_override),
         )
     except TypeError as e:
         if "unhashable" not in str(e):
             raise
-        raise TypeError(f"{reduction}_pool{ndim}d(): arguments must be ints or tuples of ints") from e
+        raise TypeError(
+            f"{reduction}_pool{ndim}d(): arguments must be ints or tuples of ints"
+        ) from e
 
 
 # --- memory layout -------------------------------------------------------------------------------

@@ -68,13 +68,26 @@ def segment_taps(spec: WindowPoolSpec) -> list[dict] | None:
         if abs(q) > 1:
             return None
         halo = str(q * s + m) if q < 0 else f"BLOCK_W * SW + {(q - 1) * s + m}"
-        taps.append({"kw": kw, "r": r, "q": q, "m": m, "halo": f"({halo})",
-                     "halo_lane": "0" if q < 0 else "BLOCK_W - 1"})
+        taps.append(
+            {
+                "kw": kw,
+                "r": r,
+                "q": q,
+                "m": m,
+                "halo": f"({halo})",
+                "halo_lane": "0" if q < 0 else "BLOCK_W - 1",
+            }
+        )
     return taps
 
 
-def forward_context(spec: WindowPoolSpec, with_indices: bool, align_in: int = 1,
-                    align_out: int = 1, wide_indices: bool = False) -> dict:
+def forward_context(
+    spec: WindowPoolSpec,
+    with_indices: bool,
+    align_in: int = 1,
+    align_out: int = 1,
+    wide_indices: bool = False,
+) -> dict:
     """Render context of the forward kernel. ``align_in``/``align_out``: see ``alignment``;
     ``wide_indices``: the input's spatial volume needs int64 argmax tracking."""
     ctx = _window_context(spec)
@@ -97,8 +110,9 @@ def backward_context(spec: WindowPoolSpec, align_in: int = 1, align_out: int = 1
     for axis in "DHW":
         span = (ctx["K" + axis] - 1) * ctx["D" + axis] + 1
         ctx["N" + axis] = -(-span // ctx["S" + axis])
-    ctx.update(kernel_name=f"{spec.op_name}_bwd_{ctx['tile']}", ALIGN_IN=align_in,
-               ALIGN_OUT=align_out)
+    ctx.update(
+        kernel_name=f"{spec.op_name}_bwd_{ctx['tile']}", ALIGN_IN=align_in, ALIGN_OUT=align_out
+    )
     return ctx
 
 
@@ -132,9 +146,7 @@ def _stride(t5: torch.Tensor, d: int) -> int:
 
 def scaled_strides(t5: torch.Tensor, inner_dim: int, a: int) -> tuple[int, ...]:
     """``t5``'s strides as the kernel takes them: divided by ``a``, except the contiguous one."""
-    return tuple(
-        _stride(t5, d) if d == inner_dim else _stride(t5, d) // a for d in range(t5.dim())
-    )
+    return tuple(_stride(t5, d) if d == inner_dim else _stride(t5, d) // a for d in range(t5.dim()))
 
 
 def with_coordinates(ctx: dict, extent: int) -> dict:
@@ -210,17 +222,28 @@ class KernelLaunch:
     def run(self) -> None:
         kernel, source = self.kernel()
         config = self.config()
-        runtime.launch(kernel, self.grid(config), self.args, meta=self.meta(config),
-                       num_warps=config.num_warps, num_stages=config.num_stages,
-                       variant=getattr(self.variant, "describe", lambda: self.variant)(),
-                       source=source, config=config)
+        runtime.launch(
+            kernel,
+            self.grid(config),
+            self.args,
+            meta=self.meta(config),
+            num_warps=config.num_warps,
+            num_stages=config.num_stages,
+            variant=getattr(self.variant, "describe", lambda: self.variant)(),
+            source=source,
+            config=config,
+        )
 
 
 def _window_launch(family, ctx, spec, args, problem) -> KernelLaunch:
     outer, inner = problem["outer"], problem["inner"]
     names = ("BLOCK_R", "BLOCK_W") if ctx["tile"] == "rows" else ("BLOCK_P", "BLOCK_C")
     return KernelLaunch(
-        family, ctx, spec, args, problem,
+        family,
+        ctx,
+        spec,
+        args,
+        problem,
         grid=lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
         meta=lambda cfg: {names[0]: cfg.block_outer, names[1]: cfg.block_inner},
     )
@@ -232,7 +255,9 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     spec = spec.with_tensor(x)
     out = empty_output(x, spec)
     with_indices = with_indices and spec.reduction == "max"
-    idx = empty_output(x, spec, torch.int64) if with_indices else out.new_empty(0, dtype=torch.int64)
+    idx = (
+        empty_output(x, spec, torch.int64) if with_indices else out.new_empty(0, dtype=torch.int64)
+    )
     if out.numel() == 0:
         return out, idx, None
     x5, o5 = as_5d(x), as_5d(out)
@@ -254,10 +279,22 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     else:
         outer, inner, step = N * OD * OH * OW, C, 1
     ctx = with_coordinates(ctx, outer)
-    args = (x5, out, idx if with_indices else out, *sizes, outer,
-            *scaled_strides(x5, inner_dim, a_in), *scaled_strides(o5, inner_dim, a_out))
-    problem = {"outer": outer, "inner": inner, "inner_step": step, "dtype": spec.dtype,
-               "vector": tile == "channels" or bool(ctx["w_taps"])}
+    args = (
+        x5,
+        out,
+        idx if with_indices else out,
+        *sizes,
+        outer,
+        *scaled_strides(x5, inner_dim, a_in),
+        *scaled_strides(o5, inner_dim, a_out),
+    )
+    problem = {
+        "outer": outer,
+        "inner": inner,
+        "inner_step": step,
+        "dtype": spec.dtype,
+        "vector": tile == "channels" or bool(ctx["w_taps"]),
+    }
     return out, idx, _window_launch(FORWARD, ctx, spec, args, problem)
 
 
@@ -269,8 +306,13 @@ def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     return out, idx
 
 
-def plan_backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_shape,
-                  channels_last: bool, spec: WindowPoolSpec):
+def plan_backward(
+    grad_out: torch.Tensor,
+    indices: torch.Tensor | None,
+    input_shape,
+    channels_last: bool,
+    spec: WindowPoolSpec,
+):
     """(grad_in, launch) with grad_in allocated (not filled), launch None when either side is
     empty."""
     grad_in = empty_like_input(input_shape, channels_last, grad_out)
@@ -295,15 +337,28 @@ def plan_backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_sh
     else:
         outer, inner = N * ID * IH * IW, C
     ctx = with_coordinates(ctx, outer)
-    args = (g5, k5, grad_in, *sizes, *_sizes(g5), outer,
-            *scaled_strides(g5, inner_dim, a_out), *scaled_strides(k5, inner_dim, a_out),
-            *scaled_strides(i5, inner_dim, a_in))
+    args = (
+        g5,
+        k5,
+        grad_in,
+        *sizes,
+        *_sizes(g5),
+        outer,
+        *scaled_strides(g5, inner_dim, a_out),
+        *scaled_strides(k5, inner_dim, a_out),
+        *scaled_strides(i5, inner_dim, a_in),
+    )
     problem = {"outer": outer, "inner": inner, "inner_step": 1, "dtype": spec.dtype}
     return grad_in, _window_launch(BACKWARD, ctx, spec, args, problem)
 
 
-def backward(grad_out: torch.Tensor, indices: torch.Tensor | None, input_shape, channels_last: bool,
-             spec: WindowPoolSpec) -> torch.Tensor:
+def backward(
+    grad_out: torch.Tensor,
+    indices: torch.Tensor | None,
+    input_shape,
+    channels_last: bool,
+    spec: WindowPoolSpec,
+) -> torch.Tensor:
     """Gradient of the batched input, gathered from grad_out (and the argmax for max)."""
     grad_in, kernel_launch = plan_backward(grad_out, indices, input_shape, channels_last, spec)
     if kernel_launch is not None:
@@ -321,10 +376,24 @@ def plan_index_gather(src: torch.Tensor, indices: torch.Tensor):
     ctx = {"kernel_name": f"index_gather{src.dim() - 2}d", "variant": f"ndim={src.dim() - 2}"}
     s5, k5, o5 = as_5d(src), as_5d(indices), as_5d(out)
     n_out = out.numel()
-    args = (s5, k5, o5, s5.shape[1], *_sizes(s5), *_sizes(k5), n_out,
-            *s5.stride(), *k5.stride(), *o5.stride())
+    args = (
+        s5,
+        k5,
+        o5,
+        s5.shape[1],
+        *_sizes(s5),
+        *_sizes(k5),
+        n_out,
+        *s5.stride(),
+        *k5.stride(),
+        *o5.stride(),
+    )
     return out, KernelLaunch(
-        INDEX_GATHER, ctx, ctx["variant"], args, {"outer": 1, "inner": n_out},
+        INDEX_GATHER,
+        ctx,
+        ctx["variant"],
+        args,
+        {"outer": 1, "inner": n_out},
         grid=lambda cfg: (triton.cdiv(n_out, cfg.block_inner),),
         meta=lambda cfg: {"BLOCK": cfg.block_inner},
     )
