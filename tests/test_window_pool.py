@@ -9,6 +9,7 @@ tolerance of float64; avg within tolerance of float64; their strides equal torch
 Every tgpool call runs inside triton_only(): the result must come from the generated kernels
 (for an empty batch, where nothing needs to launch, torch's pooling is still refused). Cases with
 ``blocks`` force tiny launch blocks, so that tile edges and halos between programs are exercised.
+A seeded sweep of random windows, shapes and layouts (cases.random_cases) runs the same checks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import DTYPE_PARAMS, TOL, make_input, params
+from cases import DTYPE_PARAMS, DTYPES, TOL, make_input, params, random_cases
 
 import tgpool
 from tgpool import launch, runtime
@@ -36,9 +37,10 @@ def tg_pool(reduction: str, ndim: int):
 
 
 @contextlib.contextmanager
-def launch_blocks(blocks):
+def launch_blocks(blocks, require_tiles: bool = True):
     """Force every launch to use (outer, inner) blocks, so small shapes span several programs
-    along both grid axes (tile edges, halos from the neighbouring program)."""
+    along both grid axes (tile edges, halos from the neighbouring program), which
+    ``require_tiles`` asserts for at least one launch."""
     if blocks is None:
         yield
         return
@@ -49,7 +51,8 @@ def launch_blocks(blocks):
             yield
     finally:
         launch.set_provider(saved)
-    assert any(len(r.grid) == 2 and min(r.grid) > 1 for r in records), [r.grid for r in records]
+    if require_tiles:
+        assert any(len(r.grid) == 2 and min(r.grid) > 1 for r in records), [r.grid for r in records]
 
 
 @contextlib.contextmanager
@@ -97,19 +100,19 @@ def for_torch_avg(case, x: torch.Tensor) -> torch.Tensor:
     return x if case.ndim < 3 or x.dtype.itemsize > 2 else make_input(case, torch.float32)
 
 
-# --- forward --------------------------------------------------------------------------------------
+# --- checks -------------------------------------------------------------------------------------
+# Each takes the case, the dtype and conftest's triton_only; ``tiles`` asks that forced blocks
+# really tile the launch (the named cases are sized for it, random ones need not be).
 
 
-@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("max"))
-def test_max_pool_forward(case, dtype, only_triton):
+def check_max_forward(case, dtype, only_triton, tiles=True):
     x = make_input(case, dtype)
     kw = case.kwargs("max")
     ref_out, ref_idx = torch_pool("max", case.ndim)(x, return_indices=True, **kw)
     ref_plain = torch_pool("max", case.ndim)(x, **kw)
     pool = tg_pool("max", case.ndim)
 
-    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+    with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
         out = pool(x, **kw)
         out_i, idx = pool(x, return_indices=True, **kw)
 
@@ -123,22 +126,17 @@ def test_max_pool_forward(case, dtype, only_triton):
         assert out.stride() == ref_plain.stride()
 
 
-@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("avg"))
-def test_avg_pool_forward(case, dtype, only_triton):
+def check_avg_forward(case, dtype, only_triton, tiles=True):
     x = make_input(case, dtype)
     kw = case.kwargs("avg")
     ref64 = torch_pool("avg", case.ndim)(x.double(), **kw)
     ref_strides = torch_pool("avg", case.ndim)(for_torch_avg(case, x), **kw).stride()
 
-    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+    with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
         out = tg_pool("avg", case.ndim)(x, **kw)
 
     assert_close(out, ref64, dtype)
     assert out.stride() == ref_strides
-
-
-# --- gradient of the input ------------------------------------------------------------------------
 
 
 def _grad(pool, x, g, **kw):
@@ -148,15 +146,13 @@ def _grad(pool, x, g, **kw):
     return grad
 
 
-@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("max", backward=True))
-def test_max_pool_backward(case, dtype, only_triton):
+def check_max_backward(case, dtype, only_triton, tiles=True):
     x = make_input(case, dtype)
     kw = case.kwargs("max")
     ref_out = torch_pool("max", case.ndim)(x, **kw)
     g = torch.randn(ref_out.shape).to(dtype)
 
-    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+    with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
         grad = _grad(tg_pool("max", case.ndim), x, g, **kw)
 
     ref = _grad(torch_pool("max", case.ndim), x, g, **kw)
@@ -168,20 +164,66 @@ def test_max_pool_backward(case, dtype, only_triton):
     assert grad.stride() == ref.stride()
 
 
-@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("avg", backward=True))
-def test_avg_pool_backward(case, dtype, only_triton):
+def check_avg_backward(case, dtype, only_triton, tiles=True):
     x = make_input(case, dtype)
     kw = case.kwargs("avg")
     ref_out = torch_pool("avg", case.ndim)(x.double(), **kw)
     g = torch.randn(ref_out.shape).to(dtype)
 
-    with launch_blocks(case.blocks), tgpool_only(case, only_triton):
+    with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
         grad = _grad(tg_pool("avg", case.ndim), x, g, **kw)
 
     ref64 = _grad(torch_pool("avg", case.ndim), x.double(), g.double(), **kw)
     assert_close(grad, ref64, dtype)
     like = for_torch_avg(case, x)
-    assert (
-        grad.stride() == _grad(torch_pool("avg", case.ndim), like, g.to(like.dtype), **kw).stride()
-    )
+    ref_grad = _grad(torch_pool("avg", case.ndim), like, g.to(like.dtype), **kw)
+    assert grad.stride() == ref_grad.stride()
+
+
+# --- the named cases, every dtype -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("max"))
+def test_max_pool_forward(case, dtype, only_triton):
+    check_max_forward(case, dtype, only_triton)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("avg"))
+def test_avg_pool_forward(case, dtype, only_triton):
+    check_avg_forward(case, dtype, only_triton)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("max", backward=True))
+def test_max_pool_backward(case, dtype, only_triton):
+    check_max_backward(case, dtype, only_triton)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("case", params("avg", backward=True))
+def test_avg_pool_backward(case, dtype, only_triton):
+    check_avg_backward(case, dtype, only_triton)
+
+
+# --- seeded random windows, the dtypes in turn ----------------------------------------------------
+
+RANDOM = [
+    pytest.param(c, DTYPES[i % len(DTYPES)], id=f"{c.ndim}d-{c.name}-{str(DTYPES[i % 4])[6:]}")
+    for i, c in enumerate(random_cases(48))
+]
+
+CHECKS = {
+    ("max", "forward"): check_max_forward,
+    ("avg", "forward"): check_avg_forward,
+    ("max", "backward"): check_max_backward,
+    ("avg", "backward"): check_avg_backward,
+}
+
+
+@pytest.mark.parametrize("case, dtype", RANDOM)
+def test_random_window(case, dtype, only_triton):
+    reduction = case.reductions[0]
+    CHECKS[reduction, "forward"](case, dtype, only_triton, tiles=False)
+    CHECKS[reduction, "backward"](case, dtype, only_triton, tiles=False)
