@@ -60,7 +60,8 @@ class Case:
     reductions: tuple[str, ...] = ("max", "avg")
     #: force this (outer, inner) launch block so rows / channels span several programs
     blocks: tuple[int, int] | None = None
-    #: a known difference from torch in the input gradient (the backward tests xfail, strict)
+    #: a known difference from torch in the input gradient: the gradient check must fail (strict)
+    #: and the test is reported as xfail, after the forward checks passed
     xfail_backward: str = ""
 
     def __post_init__(self):
@@ -154,7 +155,7 @@ CASES_1D = [
     # several tiles along a row: halo columns come from the neighbouring program's segment
     C("tiles_k3_s1_p1", 1, (1, 2, 9), 3, 1, 1, blocks=(1, 2)),
     C("tiles_k3_s2_p1", 1, (1, 2, 13), 3, 2, 1, blocks=(1, 2)),
-    C("tiles_k5_s4_p2", 1, (1, 2, 21), 5, 4, 2, blocks=(1, 2)),
+    C("tiles_k5_s4_p2", 1, (1, 2, 17), 5, 4, 2, blocks=(1, 2)),
     C("tiles_channels_last", 1, (1, 5, 9), 3, 2, 1, layout="channels_last", blocks=(4, 2)),
     # values
     C("nan_several", 1, (2, 3, 12), 5, 1, 2, values="nan_several"),  # 2 NaNs in some windows
@@ -230,8 +231,8 @@ CASES_2D = [
     C("divisor_override", 2, (2, 3, 8, 8), 3, 2, 1, divisor_override=3, reductions=AVG),
     C("divisor_override_negative", 2, (2, 3, 6, 6), 2, divisor_override=-5, reductions=AVG),
     # several programs per row / channel block
-    C("tiles_3x3_s2_p1", 2, (1, 2, 4, 19), 3, 2, 1, blocks=(2, 2)),
-    C("tiles_3x3_s1_p1", 2, (1, 2, 3, 9), 3, 1, 1, blocks=(4, 2)),
+    C("tiles_3x3_s2_p1", 2, (1, 2, 3, 11), 3, 2, 1, blocks=(2, 2)),
+    C("tiles_3x3_s1_p1", 2, (1, 2, 2, 7), 3, 1, 1, blocks=(2, 2)),
     C("tiles_channels_last", 2, (1, 5, 4, 5), 3, 2, 1, layout="channels_last", blocks=(4, 2)),
     # values: NaN wins (the LAST NaN's index when several), +-inf, ties report the first index
     C("nan_several", 2, (2, 3, 8, 8), 3, 1, 1, values="nan_several"),
@@ -351,19 +352,9 @@ def random_cases(count: int, seed: int = 0) -> list[Case]:
     return cases
 
 
-def params(reduction: str, backward: bool = False):
+def params(reduction: str):
     """The cases that apply to one reduction, with ids like '2d-3x3_s2_p1'."""
-    return [
-        pytest.param(
-            c,
-            id=f"{c.ndim}d-{c.name}",
-            marks=[pytest.mark.xfail(strict=True, reason=c.xfail_backward)]
-            if backward and c.xfail_backward
-            else [],
-        )
-        for c in CASES
-        if reduction in c.reductions
-    ]
+    return [pytest.param(c, id=f"{c.ndim}d-{c.name}") for c in CASES if reduction in c.reductions]
 
 
 # --- inputs ---------------------------------------------------------------------------------------

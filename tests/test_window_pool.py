@@ -101,83 +101,88 @@ def for_torch_avg(case, x: torch.Tensor) -> torch.Tensor:
 
 
 # --- checks -------------------------------------------------------------------------------------
-# Each takes the case, the dtype and conftest's triton_only; ``tiles`` asks that forced blocks
-# really tile the launch (the named cases are sized for it, random ones need not be).
-
-
-def check_max_forward(case, dtype, only_triton, tiles=True):
-    x = make_input(case, dtype)
-    kw = case.kwargs("max")
-    ref_out, ref_idx = torch_pool("max", case.ndim)(x, return_indices=True, **kw)
-    ref_plain = torch_pool("max", case.ndim)(x, **kw)
-    pool = tg_pool("max", case.ndim)
-
-    with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
-        out = pool(x, **kw)
-        out_i, idx = pool(x, return_indices=True, **kw)
-
-    assert_exact(out, ref_plain)
-    assert_exact(out_i, ref_out)
-    assert idx.dtype == torch.int64
-    assert torch.equal(idx, ref_idx)
-    assert out_i.stride() == ref_out.stride()
-    assert idx.stride() == ref_idx.stride()
-    if case.ndim > 1:
-        assert out.stride() == ref_plain.stride()
-
-
-def check_avg_forward(case, dtype, only_triton, tiles=True):
-    x = make_input(case, dtype)
-    kw = case.kwargs("avg")
-    ref64 = torch_pool("avg", case.ndim)(x.double(), **kw)
-    ref_strides = torch_pool("avg", case.ndim)(for_torch_avg(case, x), **kw).stride()
-
-    with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
-        out = tg_pool("avg", case.ndim)(x, **kw)
-
-    assert_close(out, ref64, dtype)
-    assert out.stride() == ref_strides
+# One call per case and dtype checks the forward and the input gradient together: in the
+# interpreter every launch costs a fixed ~0.1 s, and the gradient reuses the forward's launch.
+# ``tiles`` asks that forced blocks really tile a launch (the named cases are sized for it).
 
 
 def _grad(pool, x, g, **kw):
     x = x.detach().requires_grad_()
-    out = pool(x, **kw)
-    (grad,) = torch.autograd.grad(out, x, g)
+    (grad,) = torch.autograd.grad(pool(x, **kw), x, g)
     return grad
 
 
-def check_max_backward(case, dtype, only_triton, tiles=True):
+def _gradient_check(case, check) -> None:
+    """Run the gradient comparison; for a case with a known difference from torch it must fail
+    (strict), and the test is then reported as xfail."""
+    if not case.xfail_backward:
+        check()
+        return
+    with pytest.raises(AssertionError):
+        check()
+    pytest.xfail(case.xfail_backward)
+
+
+def check_max(case, dtype, only_triton, tiles=True):
     x = make_input(case, dtype)
     kw = case.kwargs("max")
-    ref_out = torch_pool("max", case.ndim)(x, **kw)
+    torch_fn, pool = torch_pool("max", case.ndim), tg_pool("max", case.ndim)
+    ref_plain = torch_fn(x, **kw)
+    ref_out, ref_idx = torch_fn(x, return_indices=True, **kw)
     g = torch.randn(ref_out.shape).to(dtype)
+    xg = x.detach().requires_grad_()
 
     with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
-        grad = _grad(tg_pool("max", case.ndim), x, g, **kw)
+        out = pool(x, **kw)  # the kernel variant without indices
+        out_i, idx = pool(xg, return_indices=True, **kw)
+        (grad,) = torch.autograd.grad(out_i, xg, g)
 
-    ref = _grad(torch_pool("max", case.ndim), x, g, **kw)
-    if case.windows_overlap:  # several outputs may add into one input element
-        ref64 = _grad(torch_pool("max", case.ndim), x.double(), g.double(), **kw)
-        assert_close(grad, ref64, dtype)
-    else:  # each input element receives at most one output's gradient
-        assert_exact(grad, ref)
-    assert grad.stride() == ref.stride()
+    # forward: values and indices bit-exact, torch's strides
+    assert_exact(out, ref_plain)
+    assert_exact(out_i.detach(), ref_out)
+    assert idx.dtype == torch.int64
+    assert torch.equal(idx, ref_idx)
+    assert out_i.stride() == ref_out.stride()
+    assert idx.stride() == ref_idx.stride()
+    if case.ndim > 1:  # torch's 1D max without indices picks its strides by code path
+        assert out.stride() == ref_plain.stride()
+
+    def check_grad():
+        ref = _grad(torch_fn, x, g, **kw)
+        if case.windows_overlap:  # several outputs may add into one input element
+            assert_close(grad, _grad(torch_fn, x.double(), g.double(), **kw), dtype)
+        else:  # each input element receives at most one output's gradient
+            assert_exact(grad, ref)
+        assert grad.stride() == ref.stride()
+
+    _gradient_check(case, check_grad)
 
 
-def check_avg_backward(case, dtype, only_triton, tiles=True):
+def check_avg(case, dtype, only_triton, tiles=True):
     x = make_input(case, dtype)
     kw = case.kwargs("avg")
-    ref_out = torch_pool("avg", case.ndim)(x.double(), **kw)
-    g = torch.randn(ref_out.shape).to(dtype)
+    torch_fn, pool = torch_pool("avg", case.ndim), tg_pool("avg", case.ndim)
+    ref64 = torch_fn(x.double(), **kw)
+    g = torch.randn(ref64.shape).to(dtype)
+    xg = x.detach().requires_grad_()
 
     with launch_blocks(case.blocks, tiles), tgpool_only(case, only_triton):
-        grad = _grad(tg_pool("avg", case.ndim), x, g, **kw)
+        out = pool(xg, **kw)
+        (grad,) = torch.autograd.grad(out, xg, g)
 
-    ref64 = _grad(torch_pool("avg", case.ndim), x.double(), g.double(), **kw)
-    assert_close(grad, ref64, dtype)
+    # strides from torch in x's dtype (or float32 where torch lacks it), values from float64
     like = for_torch_avg(case, x)
-    ref_grad = _grad(torch_pool("avg", case.ndim), like, g.to(like.dtype), **kw)
-    assert grad.stride() == ref_grad.stride()
+    assert_close(out.detach(), ref64, dtype)
+    assert out.stride() == torch_fn(like, **kw).stride()
+
+    def check_grad():
+        assert_close(grad, _grad(torch_fn, x.double(), g.double(), **kw), dtype)
+        assert grad.stride() == _grad(torch_fn, like, g.to(like.dtype), **kw).stride()
+
+    _gradient_check(case, check_grad)
+
+
+CHECKS = {"max": check_max, "avg": check_avg}
 
 
 # --- the named cases, every dtype -----------------------------------------------------------------
@@ -185,26 +190,14 @@ def check_avg_backward(case, dtype, only_triton, tiles=True):
 
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize("case", params("max"))
-def test_max_pool_forward(case, dtype, only_triton):
-    check_max_forward(case, dtype, only_triton)
+def test_max_pool(case, dtype, only_triton):
+    check_max(case, dtype, only_triton)
 
 
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize("case", params("avg"))
-def test_avg_pool_forward(case, dtype, only_triton):
-    check_avg_forward(case, dtype, only_triton)
-
-
-@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("max", backward=True))
-def test_max_pool_backward(case, dtype, only_triton):
-    check_max_backward(case, dtype, only_triton)
-
-
-@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
-@pytest.mark.parametrize("case", params("avg", backward=True))
-def test_avg_pool_backward(case, dtype, only_triton):
-    check_avg_backward(case, dtype, only_triton)
+def test_avg_pool(case, dtype, only_triton):
+    check_avg(case, dtype, only_triton)
 
 
 # --- seeded random windows, the dtypes in turn ----------------------------------------------------
@@ -214,16 +207,7 @@ RANDOM = [
     for i, c in enumerate(random_cases(48))
 ]
 
-CHECKS = {
-    ("max", "forward"): check_max_forward,
-    ("avg", "forward"): check_avg_forward,
-    ("max", "backward"): check_max_backward,
-    ("avg", "backward"): check_avg_backward,
-}
-
 
 @pytest.mark.parametrize("case, dtype", RANDOM)
 def test_random_window(case, dtype, only_triton):
-    reduction = case.reductions[0]
-    CHECKS[reduction, "forward"](case, dtype, only_triton, tiles=False)
-    CHECKS[reduction, "backward"](case, dtype, only_triton, tiles=False)
+    CHECKS[case.reductions[0]](case, dtype, only_triton, tiles=False)
