@@ -26,7 +26,6 @@ CHANNELS_FIRST_SHAPE = (8, 64, 112, 112)  # W = 112
 SHAPE_3D = (2, 32, 16, 16, 16)
 
 
-
 def _call(op, shape, dtype, layout, arch, direction="fwd", window="3x3 s2 p1", with_indices=None):
     """One inspect_op call, as a hashable key."""
     return (op, shape, dtype, layout, arch, direction, window, with_indices)
@@ -35,8 +34,16 @@ def _call(op, shape, dtype, layout, arch, direction="fwd", window="3x3 s2 p1", w
 def _kwargs(key) -> dict:
     op, shape, dtype, layout, arch, direction, window, with_indices = key
     extra = {} if with_indices is None else {"with_indices": with_indices}
-    return dict(op=op, input_shape=shape, dtype=dtype, layout=layout, arch=arch,
-                direction=direction, **WINDOWS[window], **extra)
+    return dict(
+        op=op,
+        input_shape=shape,
+        dtype=dtype,
+        layout=layout,
+        arch=arch,
+        direction=direction,
+        **WINDOWS[window],
+        **extra,
+    )
 
 
 #: every call the tests below make, compiled up front in a pool of worker processes
@@ -64,10 +71,15 @@ class _Compiled:
     def table(self) -> str:
         """Each compiled kernel once (a call may repeat another's, e.g. with_indices unset and
         False), sorted by arch, layout, op, dtype."""
-        reports = {(r.arch, r.op, r.kernel, r.layout, r.dtype, r.shape): r
-                   for rs in self.results.values() if isinstance(rs, list) for r in rs}
-        return aot.format_table([reports[k] for k in sorted(reports, key=lambda k: (
-            k[0], k[3], k[1], k[4]))])
+        reports = {
+            (r.arch, r.op, r.kernel, r.layout, r.dtype, r.shape): r
+            for rs in self.results.values()
+            if isinstance(rs, list)
+            for r in rs
+        }
+        return aot.format_table(
+            [reports[k] for k in sorted(reports, key=lambda k: (k[0], k[3], k[1], k[4]))]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +99,35 @@ FAMILIES = [
     ("max fwd", "max_pool2d", "fwd", False, ["max_pool2d_fwd_{tile}"]),
     ("max fwd, indices", "max_pool2d", "fwd", True, ["max_pool2d_fwd_{tile}_idx"]),
     ("max bwd, indices saved", "max_pool2d", "bwd", True, ["max_pool2d_bwd_{tile}"]),
-    ("max bwd, indices recomputed", "max_pool2d", "bwd", False,
-     ["max_pool2d_fwd_{tile}_idx", "max_pool2d_bwd_{tile}"]),
+    (
+        "max bwd, indices recomputed",
+        "max_pool2d",
+        "bwd",
+        False,
+        ["max_pool2d_fwd_{tile}_idx", "max_pool2d_bwd_{tile}"],
+    ),
     ("avg fwd", "avg_pool2d", "fwd", None, ["avg_pool2d_fwd_{tile}"]),
     ("avg bwd", "avg_pool2d", "bwd", None, ["avg_pool2d_bwd_{tile}"]),
 ]
-LAYOUTS = {"channels_first": ("rows", CHANNELS_FIRST_SHAPE),
-           "channels_last": ("channels", CHANNELS_LAST_SHAPE)}
-CALLS += [_call(op, LAYOUTS[layout][1], torch.float16, layout, arch, direction,
-                with_indices=with_indices)
-          for arch in ARCHS for layout in LAYOUTS for _, op, direction, with_indices, _ in FAMILIES]
-CALLS += [_call("max_pool2d", CHANNELS_FIRST_SHAPE, torch.float16, "channels_first", arch,
-                "double_bwd") for arch in ARCHS]
-CALLS += [_call("max_pool3d", SHAPE_3D, torch.float16, layout, arch, window="5x5x5 s2",
-                with_indices=True) for arch in ARCHS for layout in LAYOUTS]
+LAYOUTS = {
+    "channels_first": ("rows", CHANNELS_FIRST_SHAPE),
+    "channels_last": ("channels", CHANNELS_LAST_SHAPE),
+}
+CALLS += [
+    _call(op, LAYOUTS[layout][1], torch.float16, layout, arch, direction, with_indices=with_indices)
+    for arch in ARCHS
+    for layout in LAYOUTS
+    for _, op, direction, with_indices, _ in FAMILIES
+]
+CALLS += [
+    _call("max_pool2d", CHANNELS_FIRST_SHAPE, torch.float16, "channels_first", arch, "double_bwd")
+    for arch in ARCHS
+]
+CALLS += [
+    _call("max_pool3d", SHAPE_3D, torch.float16, layout, arch, window="5x5x5 s2", with_indices=True)
+    for arch in ARCHS
+    for layout in LAYOUTS
+]
 
 
 def _assert_no_spills(r: aot.KernelReport):
@@ -111,10 +138,12 @@ def _assert_no_spills(r: aot.KernelReport):
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("case,op,direction,with_indices,kernels", FAMILIES,
-                         ids=[f[0] for f in FAMILIES])
-def test_family_compiles_without_spills(inspect, arch, layout, case, op, direction, with_indices,
-                                        kernels):
+@pytest.mark.parametrize(
+    "case,op,direction,with_indices,kernels", FAMILIES, ids=[f[0] for f in FAMILIES]
+)
+def test_family_compiles_without_spills(
+    inspect, arch, layout, case, op, direction, with_indices, kernels
+):
     tile, shape = LAYOUTS[layout]
     reports = inspect(op, shape, torch.float16, layout, arch, direction, with_indices=with_indices)
     assert [r.kernel for r in reports] == [k.format(tile=tile) for k in kernels]
@@ -124,8 +153,9 @@ def test_family_compiles_without_spills(inspect, arch, layout, case, op, directi
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_index_gather_compiles_without_spills(inspect, arch):
-    (r,) = inspect("max_pool2d", CHANNELS_FIRST_SHAPE, torch.float16, "channels_first", arch,
-                    "double_bwd")
+    (r,) = inspect(
+        "max_pool2d", CHANNELS_FIRST_SHAPE, torch.float16, "channels_first", arch, "double_bwd"
+    )
     assert r.kernel == "index_gather2d"
     _assert_no_spills(r)
 
@@ -133,8 +163,9 @@ def test_index_gather_compiles_without_spills(inspect, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_runtime_loop_variant_compiles_without_spills(inspect, arch, layout):
-    (r,) = inspect("max_pool3d", SHAPE_3D, torch.float16, layout, arch, window="5x5x5 s2",
-                    with_indices=True)
+    (r,) = inspect(
+        "max_pool3d", SHAPE_3D, torch.float16, layout, arch, window="5x5x5 s2", with_indices=True
+    )
     assert r.kernel == f"max_pool3d_fwd_{LAYOUTS[layout][0]}_idx"
     _assert_no_spills(r)
 
@@ -142,11 +173,18 @@ def test_runtime_loop_variant_compiles_without_spills(inspect, arch, layout):
 # --- vector widths --------------------------------------------------------------------------------
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-CALLS += [_call("max_pool2d", CHANNELS_LAST_SHAPE, dtype, "channels_last", arch, window=window)
-          for arch in ARCHS for window in ("3x3 s2 p1", "2x2 s2") for dtype in DTYPES.values()]
-CALLS += [_call("max_pool2d", CHANNELS_FIRST_SHAPE, DTYPES[dtype], "channels_first", arch,
-                window=window)
-          for arch in ARCHS for window in ("3x3 s2 p1", "2x2 s2") for dtype in ("fp16", "bf16")]
+CALLS += [
+    _call("max_pool2d", CHANNELS_LAST_SHAPE, dtype, "channels_last", arch, window=window)
+    for arch in ARCHS
+    for window in ("3x3 s2 p1", "2x2 s2")
+    for dtype in DTYPES.values()
+]
+CALLS += [
+    _call("max_pool2d", CHANNELS_FIRST_SHAPE, DTYPES[dtype], "channels_first", arch, window=window)
+    for arch in ARCHS
+    for window in ("3x3 s2 p1", "2x2 s2")
+    for dtype in ("fp16", "bf16")
+]
 CALLS += [_call("max_pool2d", (8, 64, 56, 56), torch.float16, "channels_first", "sm_90a")]
 
 
@@ -154,8 +192,9 @@ CALLS += [_call("max_pool2d", (8, 64, 56, 56), torch.float16, "channels_first", 
 @pytest.mark.parametrize("window", ["3x3 s2 p1", "2x2 s2"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_channels_last_forward_is_128_bit(inspect, arch, window, dtype):
-    (r,) = inspect("max_pool2d", CHANNELS_LAST_SHAPE, DTYPES[dtype], "channels_last", arch,
-                    window=window)
+    (r,) = inspect(
+        "max_pool2d", CHANNELS_LAST_SHAPE, DTYPES[dtype], "channels_last", arch, window=window
+    )
     assert set(r.loads) == {128}, f"loads {r.loads} ({r.blocked_layouts})"
     assert set(r.stores) == {128}, f"stores {r.stores} ({r.blocked_layouts})"
 
@@ -183,8 +222,9 @@ def _assert_segment_loads(r: aot.KernelReport, window: str):
 @pytest.mark.parametrize("window", ["3x3 s2 p1", "2x2 s2"])
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_channels_first_forward_loads_segments(inspect, arch, window, dtype):
-    (r,) = inspect("max_pool2d", CHANNELS_FIRST_SHAPE, DTYPES[dtype], "channels_first", arch,
-                    window=window)
+    (r,) = inspect(
+        "max_pool2d", CHANNELS_FIRST_SHAPE, DTYPES[dtype], "channels_first", arch, window=window
+    )
     _assert_segment_loads(r, window)
 
 
@@ -200,12 +240,35 @@ def test_channels_first_w56_loads_segments(inspect):
 
 
 def _plans():
-    plans = aot.plan_op("max_pool2d", CHANNELS_LAST_SHAPE, torch.float16, "channels_last",
-                        direction="bwd", kernel_size=3, stride=2, padding=1)
-    plans += aot.plan_op("avg_pool2d", (2, 3, 17, 33), torch.float32, "channels_first",
-                         direction="bwd", kernel_size=3, stride=1, padding=1)
-    plans += aot.plan_op("max_pool2d", CHANNELS_FIRST_SHAPE, torch.bfloat16, "channels_first",
-                         direction="double_bwd", kernel_size=2, stride=2)
+    plans = aot.plan_op(
+        "max_pool2d",
+        CHANNELS_LAST_SHAPE,
+        torch.float16,
+        "channels_last",
+        direction="bwd",
+        kernel_size=3,
+        stride=2,
+        padding=1,
+    )
+    plans += aot.plan_op(
+        "avg_pool2d",
+        (2, 3, 17, 33),
+        torch.float32,
+        "channels_first",
+        direction="bwd",
+        kernel_size=3,
+        stride=1,
+        padding=1,
+    )
+    plans += aot.plan_op(
+        "max_pool2d",
+        CHANNELS_FIRST_SHAPE,
+        torch.bfloat16,
+        "channels_first",
+        direction="double_bwd",
+        kernel_size=2,
+        stride=2,
+    )
     return plans
 
 
@@ -223,8 +286,9 @@ def test_specialisation_matches_tritons_binder():
         binder = jit.create_function_from_signature(kernel.signature, kernel.params, backend)
         kwargs = {**meta, "num_warps": 4, "num_stages": 1}
         bound, specialization, options = binder(*plan.args, **kwargs)
-        _, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
-                                                            specialization, options)
+        _, signature, constexprs, attrs = kernel._pack_args(
+            backend, kwargs, bound, specialization, options
+        )
         constexprs = {kernel.arg_names[k[0]]: v for k, v in constexprs.items()}
         assert aot.specialise(kernel, plan.args, meta, backend) == (signature, constexprs, attrs)
 
@@ -256,17 +320,27 @@ def test_real_launch_arguments_specialise_like_the_plan(monkeypatch):
     monkeypatch.setattr(runtime, "launch", capture)
     x = torch.randn(2, 16, 9, 32).to(memory_format=torch.channels_last)
     tgpool.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-    (plan,) = aot.plan_op("max_pool2d", x.shape, x.dtype, "channels_last", kernel_size=3,
-                          stride=2, padding=1, with_indices=True)
-    (args, meta), = launched
+    (plan,) = aot.plan_op(
+        "max_pool2d",
+        x.shape,
+        x.dtype,
+        "channels_last",
+        kernel_size=3,
+        stride=2,
+        padding=1,
+        with_indices=True,
+    )
+    ((args, meta),) = launched
     assert meta == plan.meta(plan.config())
     backend = make_backend(aot.target("sm_90a"))
     kernel = aot.compilable_kernel(*plan.kernel())
-    aligned = [a if not isinstance(a, torch.Tensor) or a.data_ptr() % 16 == 0 else None
-               for a in args]
+    aligned = [
+        a if not isinstance(a, torch.Tensor) or a.data_ptr() % 16 == 0 else None for a in args
+    ]
     assert None not in aligned, "CPU allocation not 16-byte aligned"
-    assert (aot.specialise(kernel, args, meta, backend)
-            == aot.specialise(kernel, plan.args, meta, backend))
+    assert aot.specialise(kernel, args, meta, backend) == aot.specialise(
+        kernel, plan.args, meta, backend
+    )
 
 
 # --- reading the PTX ------------------------------------------------------------------------------
