@@ -46,6 +46,7 @@ def next_pow2(n: int) -> int:
 
 
 ITEM_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+#: the widest global access, in bytes
 VECTOR_BYTES = 16
 #: elements per thread where the accesses cannot be vectorised (strided loads): fewer registers
 SCALAR_PER_THREAD = 4

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import runtime, window_pool
-from .spec import WindowPoolSpec, is_channels_last, window_spec
+from .spec import WindowPoolSpec, window_spec
 
 
 def _require_triton(op: str, *tensors: Tensor) -> None:
@@ -89,7 +89,7 @@ def _max_pool_setup(ctx, inputs, output):
     x, kernel_size, stride, padding, dilation, ceil_mode, with_indices = inputs
     ctx.window = (kernel_size, stride, padding, dilation, ceil_mode)
     ctx.input_size = list(x.shape)
-    ctx.channels_last = is_channels_last(x, len(kernel_size))
+    ctx.channels_last = window_pool.returns_channels_last(x, "max", len(kernel_size))
     ctx.with_indices = with_indices
     # Indices are kept when the forward wrote them; otherwise the input, to recompute them.
     ctx.save_for_backward(output[1] if with_indices else x)
@@ -187,9 +187,7 @@ def _avg_pool_setup(ctx, inputs, output):
     x, *window = inputs
     ctx.window = window
     ctx.input_size = list(x.shape)
-    # torch's avg_pool3d returns contiguous gradients (and outputs) even for channels-last inputs
-    ndim = len(window[0])
-    ctx.channels_last = is_channels_last(x, ndim) and ndim != 3
+    ctx.channels_last = window_pool.returns_channels_last(x, "avg", len(window[0]))
 
 
 def _avg_pool_backward(ctx, grad_out):

@@ -24,8 +24,6 @@ INDEX_GATHER = "index_gather"
 MAX_UNROLLED_TAPS = 64
 #: strides along W for which the channels-first forward selects taps from one loaded segment
 SEGMENT_STRIDES = (1, 2, 4)
-#: the widest global access, in bytes
-VECTOR_BYTES = 16
 
 
 # --- variants -------------------------------------------------------------------------------------
@@ -129,12 +127,13 @@ INNER_DIM = {"rows": 4, "channels": 1}
 
 
 def alignment(t5: torch.Tensor, inner_dim: int, extent: int) -> int:
-    """Largest power-of-two element count, at most VECTOR_BYTES, dividing ``t5``'s address,
+    """Largest power-of-two element count, at most launch.VECTOR_BYTES, dividing ``t5``'s address,
     every stride but the contiguous ``inner_dim``'s (which must be 1), and ``extent``."""
-    if t5.stride(inner_dim) != 1 or (t5.device.type != "meta" and t5.data_ptr() % VECTOR_BYTES):
+    vector_bytes = launch.VECTOR_BYTES
+    if t5.stride(inner_dim) != 1 or (t5.device.type != "meta" and t5.data_ptr() % vector_bytes):
         return 1
     values = [_stride(t5, d) for d in range(t5.dim()) if d != inner_dim] + [extent]
-    a = VECTOR_BYTES // t5.element_size()
+    a = vector_bytes // t5.element_size()
     while a > 1 and any(v % a for v in values):
         a //= 2
     return a
@@ -171,13 +170,16 @@ def as_5d(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def returns_channels_last(x: torch.Tensor, reduction: str, ndim: int) -> bool:
+    """Whether torch returns the output (and the input gradient) of this pool channels-last for
+    batched ``x``: when ``x`` is, except for avg_pool3d, which is always contiguous."""
+    return is_channels_last(x, ndim) and not (reduction == "avg" and ndim == 3)
+
+
 def empty_output(x: torch.Tensor, spec: WindowPoolSpec, dtype=None) -> torch.Tensor:
-    """Output for batched ``x`` in the memory format torch returns (avg_pool3d: contiguous)."""
+    """Output for batched ``x`` in the memory format torch returns."""
     shape = (*x.shape[:2], *spec.output_size(x.shape[2:]))
-    channels_last = is_channels_last(x, spec.ndim) and not (
-        spec.reduction == "avg" and spec.ndim == 3
-    )
-    strides = output_strides(shape, channels_last)
+    strides = output_strides(shape, returns_channels_last(x, spec.reduction, spec.ndim))
     return torch.empty_strided(shape, strides, dtype=dtype or x.dtype, device=x.device)
 
 
