@@ -13,9 +13,14 @@ from .functional import (  # noqa: F401
     avg_pool1d,
     avg_pool2d,
     avg_pool3d,
+    gem,
+    global_avg_pool,
+    global_max_pool,
+    global_pool,
     max_pool1d,
     max_pool2d,
     max_pool3d,
+    ragged_pool,
 )
 
 __version__ = "0.1.0"

@@ -12,9 +12,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops, runtime
+from .global_functional import gem, global_avg_pool, global_max_pool, global_pool, ragged_pool
 from .spec import DTYPES, WindowPoolSpec, window_spec
 
 __all__ = [
+    "global_pool",
+    "global_max_pool",
+    "global_avg_pool",
+    "gem",
+    "ragged_pool",
     "max_pool1d",
     "max_pool2d",
     "max_pool3d",

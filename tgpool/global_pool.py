@@ -1,0 +1,479 @@
+"""Global pooling: variant -> render context -> generated kernels -> launch configs -> launches.
+
+Every input is read in place as a (B, S, C) strided view: B rows, each reducing S positions, per
+channel. Dense (N, C, *spatial) and (N, *spatial, C) inputs give B = N and S = the product of the
+spatial sizes (their spatial dims must collapse to one stride: functional.py copies those that
+do not); packed (T, C) values give one row per segment, positions offsets[b]:offsets[b+1].
+
+Tiles follow the contiguous axis: "rows" (positions contiguous, e.g. NCHW) loads BLOCK_C x
+BLOCK_S with wide loads along each row; "channels" (channels contiguous: channels_last, packed
+sequences) loads BLOCK_S x BLOCK_C with wide loads along the channels.
+
+When B x channel blocks cannot fill a GPU and rows are long (N=1, C=64, L=10**6), each row is
+split over ``n_splits`` programs that write partial accumulators; a second kernel combines them in
+split order, so the result does not depend on timing (no atomics anywhere).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from . import launch
+from .window_pool import KernelLaunch, generated  # noqa: F401  (generated: used by aot)
+
+FORWARD = "global_pool_fwd"
+COMBINE = "global_pool_combine"
+BACKWARD = "global_pool_bwd"
+
+#: splitting rows pays off until about this many programs are in flight
+TARGET_PROGRAMS = 1024
+#: a split reduces at least this many positions (fewer would cost more in partials than it gains)
+MIN_SPLIT_POSITIONS = 4096
+#: channels per program assumed when deciding splits (before the launch config is known)
+SPLIT_CHANNEL_BLOCK = 64
+#: integer powers up to this are computed by multiplication (exact, as torch)
+MAX_INT_POWER = 8
+
+
+# --- shapes ---------------------------------------------------------------------------------------
+
+
+def _collapsed_stride(t: torch.Tensor, dims) -> int:
+    """The stride of ``dims`` read as one dim (the caller guarantees they collapse)."""
+    live = [d for d in dims if t.shape[d] != 1]
+    return t.stride(live[-1]) if live else 1
+
+
+def canonical(t: torch.Tensor, layout: str, n_rows: int | None = None):
+    """(B, S, C) sizes and (row, position, channel) strides of ``t`` in ``layout``. Strides of
+    size-1 dims are reported as 0 (never used), which keeps them out of the alignment."""
+    if layout == "ragged":
+        B, (S, C) = n_rows, t.shape
+        strides = (0, t.stride(0), t.stride(1))
+    elif layout == "channels_last":
+        B, C = t.shape[0], t.shape[-1]
+        S = math.prod(t.shape[1:-1])
+        strides = (t.stride(0), _collapsed_stride(t, range(1, t.dim() - 1)), t.stride(-1))
+    else:
+        B, C = t.shape[:2]
+        S = math.prod(t.shape[2:])
+        strides = (t.stride(0), _collapsed_stride(t, range(2, t.dim())), t.stride(1))
+    sizes = (B, S, C)
+    strides = tuple(0 if n == 1 else s for n, s in zip(sizes, strides))
+    if layout == "ragged":
+        strides = (0, t.stride(0), strides[2])
+    return sizes, strides
+
+
+def tile_of(strides, C: int) -> str:
+    """'rows' when positions are contiguous (and channels are not), else 'channels'."""
+    _, s_s, s_c = strides
+    return "rows" if s_s == 1 and (C == 1 or s_c != 1) else "channels"
+
+
+def alignment(tensors, tile: str, sizes, strides, ragged: bool) -> int:
+    """Largest power-of-two element count (at most 16 bytes) dividing every tensor's address and
+    the strides and extent the tile multiplies by ALIGN (see the templates). 1 when the tile's
+    contiguous axis is not contiguous, or for packed rows read along positions (their starts
+    are arbitrary)."""
+    B, S, C = sizes
+    s_b, s_s, s_c = strides
+    if tile == "rows":
+        if s_s != 1 or ragged:
+            return 1
+        values = [s_b, s_c, S]
+    else:
+        if s_c != 1 and C != 1:
+            return 1
+        values = [s_b, s_s, C]
+    item = tensors[0].element_size()
+    if any(t.device.type != "meta" and t.data_ptr() % launch.VECTOR_BYTES for t in tensors):
+        return 1
+    a = launch.VECTOR_BYTES // item
+    while a > 1 and any(v % a for v in values):
+        a //= 2
+    return a
+
+
+def row_count(x: torch.Tensor, offsets, layout: str) -> int:
+    return offsets.shape[0] - 1 if layout == "ragged" else x.shape[0]
+
+
+def channels(x: torch.Tensor, layout: str) -> int:
+    return x.shape[-1] if layout in ("channels_last", "ragged") else x.shape[1]
+
+
+def empty_outputs(x, offsets, reduction, layout, with_indices, with_aux):
+    """(out, maxes, indices, aux) as the forward returns them; unused ones are empty."""
+    shape = (row_count(x, offsets, layout), channels(x, layout))
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = x.new_empty(shape)
+    maxes = x.new_empty(shape if reduction == "avg+max" else (0,))
+    idx = x.new_empty(shape if with_indices else (0,), dtype=torch.int64)
+    aux = x.new_empty(shape if with_aux else (0,), dtype=acc)
+    return out, maxes, idx, aux
+
+
+def empty_grad(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """x's gradient: x's strides when x is dense, else contiguous (torch.empty_like's rule)."""
+    return torch.empty_like(x)
+
+
+def row_counts(x, mask, offsets, layout) -> torch.Tensor:
+    """Valid positions per row (B,), as float32: the divisor of avg and GeM."""
+    if layout == "ragged":
+        # the kernels' clamping: bounds into [0, total_tokens], an end before its start is empty
+        o = offsets.to(torch.int64).clamp(0, x.shape[0])
+        return (torch.maximum(o[1:], o[:-1]) - o[:-1]).float()
+    if mask is None:
+        spatial = x.shape[1:-1] if layout == "channels_last" else x.shape[2:]
+        return torch.full((x.shape[0],), float(math.prod(spatial)), device=x.device)
+    return mask.reshape(mask.shape[0], -1).sum(1, dtype=torch.float32)
+
+
+def _mask_view(mask, layout):
+    """The mask as uint8 (B, S) with its strides, or a placeholder."""
+    if mask is None:
+        return None, (0, 0)
+    m = mask.view(torch.uint8)
+    if m.dim() > 1 and not _collapses(m):
+        m = m.contiguous()
+    s_s = _collapsed_stride(m, range(1, m.dim())) if m.dim() > 1 else 1
+    return m, (m.stride(0), s_s)
+
+
+def _collapses(t: torch.Tensor) -> bool:
+    dims = [d for d in range(1, t.dim()) if t.shape[d] != 1]
+    return all(t.stride(a) == t.stride(b) * t.shape[b] for a, b in zip(dims[:-1], dims[1:]))
+
+
+# --- variants -------------------------------------------------------------------------------------
+
+
+def _parity(e: float) -> int:
+    """1 for an odd integer, 0 for an even one, -1 for any other power (see _pow)."""
+    if float(e).is_integer():
+        return int(abs(e)) % 2
+    return -1
+
+
+def _small_int(e: float) -> int:
+    return int(e) if float(e).is_integer() and 1 <= e <= MAX_INT_POWER else 0
+
+
+def context(
+    family,
+    reduction,
+    layout,
+    tile,
+    dtype,
+    masked,
+    with_indices,
+    with_aux,
+    align,
+    p_value,
+    S,
+    partial=False,
+) -> dict:
+    ragged = layout == "ragged"
+    parts = [reduction, tile, str(dtype).removeprefix("torch.")]
+    parts += [flag for flag, on in (("ragged", ragged), ("masked", masked)) if on]
+    parts += [flag for flag, on in (("idx", with_indices), ("aux", with_aux)) if on]
+    parts += ["partial"] if partial else []
+    p_int = _small_int(p_value) if reduction == "lp" else 0
+    inv = 1.0 / p_value if reduction == "lp" and p_value else 0.0
+    short = {"fwd": "fwd", "combine": "combine", "bwd": "bwd"}[family.rsplit("_", 1)[1]]
+    name = "global_" + reduction.replace("+", "") + f"_{short}_{tile}"
+    name += "".join("_" + f for f in ("ragged", "masked") if f in parts)
+    name += "_partial" if partial else ""
+    return {
+        "kernel_name": name,
+        "variant": " ".join(parts) + (f" p={p_value:g}" if reduction == "lp" else ""),
+        "reduction": reduction,
+        "tile": tile,
+        "ragged": ragged,
+        "masked": masked,
+        "with_indices": with_indices,
+        "with_aux": with_aux,
+        "partial": partial,
+        "acc": "tl.float64" if dtype == torch.float64 else "tl.float32",
+        "index_dtype": "tl.int32" if S < 2**31 - 2**24 else "tl.int64",
+        "ALIGN": align,
+        "P_INT": p_int,
+        "P_PARITY": _parity(p_value) if reduction == "lp" else -1,
+        "INV_INT": _small_int(inv) if reduction == "lp" else 0,
+        "INV_PARITY": _parity(inv) if reduction == "lp" else -1,
+        "ONE_MINUS_P_PARITY": _parity(1 - p_value) if reduction == "lp" else -1,
+        "P_MINUS_ONE_PARITY": _parity(p_value - 1) if reduction == "lp" else -1,
+    }
+
+
+def split_count(B: int, S_per_row: int, C: int) -> int:
+    """How many programs share one row: enough to fill about TARGET_PROGRAMS programs, never a
+    split shorter than MIN_SPLIT_POSITIONS. Chosen before the launch config, from shapes only."""
+    programs = max(B, 1) * triton.cdiv(max(C, 1), SPLIT_CHANNEL_BLOCK)
+    if programs >= TARGET_PROGRAMS:
+        return 1
+    return max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), S_per_row // MIN_SPLIT_POSITIONS))
+
+
+def _problem(tile, S_per_split, C, dtype, align_ok) -> dict:
+    outer, inner = (C, S_per_split) if tile == "rows" else (S_per_split, C)
+    return {
+        "outer": max(outer, 1),
+        "inner": max(inner, 1),
+        "dtype": str(dtype).removeprefix("torch."),
+        "vector": align_ok,
+    }
+
+
+def _grid_meta(tile):
+    def meta(cfg):
+        if tile == "rows":
+            return {"BLOCK_C": cfg.block_outer, "BLOCK_S": cfg.block_inner}
+        return {"BLOCK_S": cfg.block_outer, "BLOCK_C": cfg.block_inner}
+
+    return meta
+
+
+def _c_block(tile, cfg) -> int:
+    return cfg.block_outer if tile == "rows" else cfg.block_inner
+
+
+# --- launches -------------------------------------------------------------------------------------
+
+
+def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indices, with_aux):
+    """(outputs, launches): the four outputs allocated, and the one or two launches that fill
+    them (none for an empty output)."""
+    outputs = empty_outputs(x, offsets, reduction, layout, with_indices, with_aux)
+    out, maxes, idx, aux = outputs
+    B = row_count(x, offsets, layout)
+    sizes, strides = canonical(x, layout, B)
+    _, S, C = sizes
+    if out.numel() == 0:
+        return outputs, []
+    ragged = layout == "ragged"
+    m, m_strides = _mask_view(mask, layout)
+    tile = tile_of(strides, C)
+    align = alignment([x], tile, sizes, strides, ragged)
+    scaled = _scaled(tile, sizes, strides, align, ragged)
+    per_row = S // max(B, 1) if ragged else S
+    splits = split_count(B, per_row, C)
+    counts = row_counts(x, mask, offsets, layout) if mask is not None else None
+    p_t = p if p is not None else out
+    dummy = out
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    partial = splits > 1
+    ctx = context(
+        FORWARD,
+        reduction,
+        layout,
+        tile,
+        x.dtype,
+        mask is not None,
+        with_indices,
+        with_aux,
+        align,
+        p_value,
+        S,
+        partial,
+    )
+    problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1)
+    if partial:
+        shape = (B, splits, C)
+        psum = torch.empty(shape, dtype=acc, device=x.device)
+        pmax = torch.empty(shape, dtype=acc, device=x.device)
+        pidx = torch.empty(shape, dtype=torch.int64, device=x.device)
+        paux = torch.empty(shape if with_aux else (0,), dtype=acc, device=x.device)
+        targets = (psum, pmax, pidx, paux if with_aux else psum)
+        o_strides = psum.stride()
+    else:
+        targets = (
+            out,
+            maxes if maxes.numel() else dummy,
+            idx if idx.numel() else dummy,
+            aux if aux.numel() else dummy,
+        )
+        o_strides = (out.stride(0), 0, out.stride(1))
+    args = (
+        x,
+        m if m is not None else dummy,
+        offsets if offsets is not None else dummy,
+        counts if counts is not None else dummy,
+        p_t,
+        *targets,
+        *scaled,
+        splits,
+        *_scaled_strides(tile, strides, align),
+        *m_strides,
+        *o_strides,
+        float(eps),
+    )
+    launches = [
+        KernelLaunch(
+            FORWARD,
+            ctx,
+            ctx["variant"],
+            args,
+            problem,
+            grid=lambda cfg: (B, triton.cdiv(C, _c_block(tile, cfg)), splits),
+            meta=_grid_meta(tile),
+        )
+    ]
+    if partial:
+        cctx = context(
+            COMBINE,
+            reduction,
+            layout,
+            tile,
+            x.dtype,
+            mask is not None,
+            with_indices,
+            with_aux,
+            align,
+            p_value,
+            S,
+        )
+        cargs = (
+            psum,
+            pmax,
+            pidx,
+            paux if with_aux else psum,
+            offsets if offsets is not None else dummy,
+            counts if counts is not None else dummy,
+            p_t,
+            out,
+            maxes if maxes.numel() else dummy,
+            idx if idx.numel() else dummy,
+            aux if aux.numel() else dummy,
+            B,
+            S,
+            C,
+            splits,
+            *psum.stride(),
+            out.stride(0),
+            out.stride(1),
+        )
+        launches.append(
+            KernelLaunch(
+                COMBINE,
+                cctx,
+                cctx["variant"],
+                cargs,
+                {"outer": 1, "inner": C, "dtype": problem["dtype"]},
+                grid=lambda cfg: (B, triton.cdiv(C, cfg.block_inner)),
+                meta=lambda cfg: {"BLOCK_C": cfg.block_inner},
+            )
+        )
+    return outputs, launches
+
+
+def _scaled(tile, sizes, strides, align, ragged):
+    """(B, S, C) as the kernel takes them: the contiguous extent divided by ALIGN."""
+    B, S, C = sizes
+    if tile == "rows":
+        return (B, S if ragged else S // align, C)
+    return (B, S, C // align)
+
+
+def _scaled_strides(tile, strides, align):
+    s_b, s_s, s_c = strides
+    if tile == "rows":
+        return (s_b // align, s_s, s_c // align)
+    return (s_b // align, s_s // align, s_c)
+
+
+def forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indices, with_aux):
+    outputs, launches = plan_forward(
+        x, mask, offsets, p, reduction, layout, p_value, eps, with_indices, with_aux
+    )
+    for kernel_launch in launches:
+        kernel_launch.run()
+    return outputs
+
+
+def plan_backward(
+    grad_out, grad_maxes, x, mask, offsets, indices, out, p, reduction, layout, p_value, eps
+):
+    """(grad_in, launch or None)."""
+    ragged = layout == "ragged"
+    grad_in = torch.zeros_like(x) if ragged else empty_grad(x, layout)
+    if grad_in.stride() != x.stride():
+        x = x.contiguous()  # the kernel reads x and writes grad_in with one set of strides
+    B = row_count(x, offsets, layout)
+    sizes, strides = canonical(grad_in, layout, B)
+    _, S, C = sizes
+    if grad_in.numel() == 0 or B == 0 or C == 0:
+        return grad_in, None
+    m, m_strides = _mask_view(mask, layout)
+    tile = tile_of(strides, C)
+    align = alignment([x, grad_in], tile, sizes, strides, ragged)
+    per_row = S // max(B, 1) if ragged else S
+    splits = split_count(B, per_row, C)
+    counts = row_counts(x, mask, offsets, layout) if mask is not None else None
+    ctx = context(
+        BACKWARD,
+        reduction,
+        layout,
+        tile,
+        x.dtype,
+        mask is not None,
+        False,
+        False,
+        align,
+        p_value,
+        S,
+    )
+    dummy = grad_out
+    g = grad_out.contiguous()
+    gm = grad_maxes.contiguous() if reduction == "avg+max" else g
+    k = indices if indices is not None and indices.numel() else g
+    o = out if out.numel() else g
+    for t in (gm, k, o):
+        assert t is g or t.stride() == g.stride(), "the (B, C) tensors share their strides"
+    args = (
+        x,
+        m if m is not None else dummy,
+        offsets if offsets is not None else dummy,
+        counts if counts is not None else dummy,
+        p if p is not None else dummy,
+        g,
+        gm,
+        k,
+        o,
+        grad_in,
+        *_scaled(tile, sizes, strides, align, ragged),
+        splits,
+        *_scaled_strides(tile, strides, align),
+        *m_strides,
+        g.stride(0),
+        g.stride(1),
+        float(eps),
+    )
+    problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1)
+    return grad_in, KernelLaunch(
+        BACKWARD,
+        ctx,
+        ctx["variant"],
+        args,
+        problem,
+        grid=lambda cfg: (B, triton.cdiv(C, _c_block(tile, cfg)), splits),
+        meta=_grid_meta(tile),
+    )
+
+
+def backward(
+    grad_out, grad_maxes, x, mask, offsets, indices, out, p, reduction, layout, p_value, eps
+):
+    grad_in, kernel_launch = plan_backward(
+        grad_out, grad_maxes, x, mask, offsets, indices, out, p, reduction, layout, p_value, eps
+    )
+    if kernel_launch is not None:
+        kernel_launch.run()
+    elif grad_in.numel() and layout != "ragged":
+        grad_in.zero_()
+    return grad_in
