@@ -1,7 +1,12 @@
 """Launch configs: block sizes, num_warps and num_stages for one kernel launch.
 
-This is the one place that decides them. ``config_for`` asks the registered provider first (the
-autotuner plugs in here with ``set_provider``) and falls back to the heuristic below.
+This is the one place that decides them. ``config_for`` asks the registered provider first and
+falls back to the heuristic below. The default provider is the autotuner's cache lookup
+(tgpool/tuner.py): tuned or shipped configs for CUDA launches, nothing (so the heuristic) for the
+interpreter and for problems never tuned. ``set_provider`` replaces it (tests force block sizes).
+
+``SEARCH_SPACES`` is the tuner's candidate data, one entry per kernel family; a family without an
+entry is tuned over ``GENERIC_SPACE``, so a new family is tunable before anyone writes its entry.
 
 Heuristic: pooling is memory-bound, so a program should move a tile of about ``TILE_ELEMENTS``
 elements with one 16-byte vector per thread (8 x 16-bit), which lets Triton issue 128-bit accesses
@@ -12,7 +17,9 @@ fills the rest.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import re
 from collections.abc import Callable
 
 TILE_ELEMENTS = 1024
@@ -29,16 +36,51 @@ class LaunchConfig:
     def describe(self) -> str:
         return f"{self.block_outer}x{self.block_inner} w{self.num_warps} s{self.num_stages}"
 
+    @classmethod
+    def parse(cls, text: str) -> LaunchConfig:
+        """The inverse of ``describe`` (tuning caches key per-config timings by it)."""
+        m = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+)", text.strip())
+        if m is None:
+            raise ValueError(f"not a launch config: {text!r} (expected e.g. '16x64 w4 s1')")
+        return cls(*(int(g) for g in m.groups()))
 
-#: (family, variant, problem) -> LaunchConfig | None; the autotuner registers one.
+    def simplicity(self) -> tuple:
+        """Sort key, simplest first: fewer stages, fewer warps, smaller tiles. Ties between
+        equally fast configs go to the simplest, so tuning is repeatable."""
+        tile = self.block_outer * self.block_inner
+        return (self.num_stages, self.num_warps, tile, self.block_outer, self.block_inner)
+
+
+#: (family, variant, problem) -> LaunchConfig | None
 Provider = Callable[[str, object, dict], "LaunchConfig | None"]
-_provider: Provider | None = None
+
+
+def _tuned(family: str, variant, problem: dict) -> LaunchConfig | None:
+    """The default provider: the autotuner's caches (imported on first use: no import cycle)."""
+    from . import tuner
+
+    return tuner.provide(family, variant, problem, current_plan())
+
+
+_provider: Provider | None = _tuned
+_plan: contextvars.ContextVar = contextvars.ContextVar("tgpool_plan", default=None)
 
 
 def set_provider(provider: Provider | None) -> None:
     """Install (or with None, remove) the function consulted before the heuristic."""
     global _provider
     _provider = provider
+
+
+def get_provider() -> Provider | None:
+    return _provider
+
+
+def current_plan():
+    """The launch (window_pool.KernelLaunch) whose config the provider is choosing, or None. A
+    provider reads it to re-run the launch with other configs (tuning at a first call) or to
+    record the launch (``tgpool tune`` recording a model's pooling calls)."""
+    return _plan.get()
 
 
 def next_pow2(n: int) -> int:
@@ -71,9 +113,75 @@ def heuristic(family: str, variant, problem: dict) -> LaunchConfig:
     return LaunchConfig(block_outer=outer, block_inner=inner, num_warps=next_pow2(warps))
 
 
-def config_for(family: str, variant, problem: dict) -> LaunchConfig:
+def config_for(family: str, variant, problem: dict, plan=None) -> LaunchConfig:
+    """The config of one launch; ``plan`` (the KernelLaunch itself) is what ``current_plan``
+    returns while the provider runs."""
     if _provider is not None:
-        chosen = _provider(family, variant, problem)
+        token = _plan.set(plan)
+        try:
+            chosen = _provider(family, variant, problem)
+        finally:
+            _plan.reset(token)
         if chosen is not None:
             return chosen
     return heuristic(family, variant, problem)
+
+
+# --- tuning candidates ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Candidate configs of one family: every combination of these values that ``candidates``
+    keeps for a problem."""
+
+    outer: tuple[int, ...]  # block_outer values
+    inner: tuple[int, ...]  # block_inner values
+    warps: tuple[int, ...] = (1, 2, 4, 8)
+    stages: tuple[int, ...] = (1,)  # unrolled windows: nothing for the pipeliner to overlap
+    loop_stages: tuple[int, ...] = (1, 2, 3)  # kernels with run-time loops over the window
+    min_tile: int = 256  # elements per program: fewer leaves bandwidth on the table
+    max_tile: int = 4096  # more spills registers (or starves the grid)
+    min_per_thread: int = 2
+    max_per_thread: int = 32
+
+
+_WINDOW_SPACE = SearchSpace(outer=(1, 2, 4, 8, 16, 32, 64), inner=(8, 16, 32, 64, 128, 256))
+
+#: family -> its search space; families not listed use GENERIC_SPACE
+SEARCH_SPACES: dict[str, SearchSpace] = {
+    "window_pool_fwd": _WINDOW_SPACE,
+    "window_pool_bwd": _WINDOW_SPACE,
+    # one flat block over outputs: block_outer is unused
+    "index_gather": SearchSpace(outer=(1,), inner=(256, 512, 1024, 2048, 4096), max_tile=4096),
+}
+GENERIC_SPACE = SearchSpace(outer=(1, 2, 4, 8, 16, 32, 64), inner=(16, 32, 64, 128, 256, 512))
+
+
+def candidates(family: str, problem: dict, *, loops: bool = False) -> list[LaunchConfig]:
+    """The configs worth measuring for ``problem`` (see ``heuristic`` for its keys), simplest
+    first: tiles no wider than the data along either side, tiles of ``min_tile`` to ``max_tile``
+    elements (``inner_step`` input elements per inner element), and ``min_per_thread`` to
+    ``max_per_thread`` elements per thread. ``loops``: the kernel loops over its window at run
+    time, so software pipelining (num_stages > 1) has something to overlap."""
+    space = SEARCH_SPACES.get(family, GENERIC_SPACE)
+    step = problem.get("inner_step", 1)
+    inner_cap, outer_cap = next_pow2(problem["inner"]), next_pow2(problem["outer"])
+    inners = [b for b in space.inner if b <= inner_cap] or [min(space.inner)]
+    outers = [b for b in space.outer if b <= outer_cap] or [min(space.outer)]
+    largest = max(inners) * max(outers) * step
+    found = []
+    for o in outers:
+        for i in inners:
+            tile = o * i * step
+            if not min(space.min_tile, largest) <= tile <= space.max_tile:
+                continue
+            for w in space.warps:
+                per_thread = tile / (32 * w)
+                if w > 1 and per_thread < space.min_per_thread:
+                    continue
+                if per_thread > space.max_per_thread:
+                    continue
+                for s in space.loop_stages if loops else space.stages:
+                    found.append(LaunchConfig(o, i, w, s))
+    return sorted(set(found), key=LaunchConfig.simplicity)

@@ -219,7 +219,8 @@ class KernelLaunch:
         return generated(self.family, self.ctx)
 
     def config(self) -> launch.LaunchConfig:
-        return launch.config_for(self.family, self.variant, self.problem)
+        # plan=self: the tuner may re-run this launch with other configs (launch.current_plan)
+        return launch.config_for(self.family, self.variant, self.problem, plan=self)
 
     def run(self) -> None:
         kernel, source = self.kernel()
