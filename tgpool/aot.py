@@ -404,7 +404,16 @@ def window_label(spec: WindowPoolSpec) -> str:
     return label + (" ceil" if spec.ceil_mode else "")
 
 
-def plan_op(
+def plan_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", **kwargs):
+    """The launches tgpool makes for ``op`` on a batched input of ``input_shape`` (meta tensors),
+    planned by the family registry's planner for ``op`` (tgpool/families.py); for window ops,
+    ``plan_window_op``."""
+    from .families import planner_for
+
+    return planner_for(op)(op, input_shape, dtype, layout, **kwargs)
+
+
+def plan_window_op(
     op: str,
     input_shape,
     dtype=torch.float16,
@@ -521,7 +530,10 @@ def inspect_op(
         )
         return inspect_many([call], processes=1)[0]
     window = {k: v for k, v in pool_args.items() if k != "with_indices"}
-    label = f"{op} {window_label(op_spec(op, **window))} {direction}"
+    try:
+        label = f"{op} {window_label(op_spec(op, **window))} {direction}"
+    except (ValueError, TypeError):  # not a window op: no window to label
+        label = f"{op} {direction}"
     return [
         compile_launch(
             plan, arch, op=label, layout=layout, shape=tuple(input_shape), dtype=DTYPES[dtype]

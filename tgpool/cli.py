@@ -1,6 +1,7 @@
-"""The ``tgpool`` command line: ``tgpool demo`` and ``tgpool codegen``.
+"""The ``tgpool`` command line: demo, codegen, inspect, list, and (cli_tune.py) tune and cache.
 
-Exit codes: 0 on success, 1 when a check fails, 2 on usage errors (argparse's convention).
+Exit codes: 0 on success, 1 when a check fails (``inspect --fail-on-spill`` finding a spill), 2 on
+usage errors (argparse's convention) and where a needed GPU is missing, with a one-line reason.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import sys
 
 OPS = ["max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d"]
+#: ``tgpool inspect``'s input shape for an op when --input-shape is not given, by spatial dims
+INSPECT_SHAPES = {1: (8, 64, 3136), 2: (8, 64, 112, 112), 3: (2, 32, 16, 32, 32)}
 
 
 def _ints(text: str) -> tuple[int, ...] | int:
@@ -98,7 +101,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype float16`.",
     )
     p.add_argument("op", choices=OPS)
-    p.add_argument("--kernel-size", type=_ints, required=True, help="int or comma-separated ints")
+    _window_options(p, kernel_required=True, dtype="float32")
+    p.add_argument("--backward", action="store_true", help="the backward kernel")
+    p.set_defaults(run=_codegen)
+
+    p = sub.add_parser(
+        "inspect",
+        help="compile kernels for sm_80/sm_90a without a GPU: registers, spills, widths",
+        description="Compile the kernels tgpool launches for OP (forward, backward and double "
+        "backward; without OP, an example of every kernel family) ahead of time for a GPU "
+        "target, without a GPU, and print per kernel: registers, spilled bytes, shared memory, "
+        "and the widths of its global loads and stores (bits x instructions).",
+    )
+    p.add_argument("op", nargs="?", choices=OPS, help="default: one example per kernel family")
+    p.add_argument(
+        "--arch",
+        action="append",
+        choices=["sm_80", "sm_90a"],
+        help="target (repeatable; default both)",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=_ints,
+        default=None,
+        help="batched input shape, e.g. 8,64,112,112 (default by op)",
+    )
+    p.add_argument("--direction", choices=["fwd", "bwd", "double_bwd", "all"], default="all")
+    _window_options(p, kernel_required=False, dtype="float16")
+    p.add_argument(
+        "--fail-on-spill", action="store_true", help="exit 1 when a kernel spills registers (CI)"
+    )
+    p.set_defaults(run=_inspect)
+
+    p = sub.add_parser(
+        "list",
+        help="the ops and kernel families",
+        description="List tgpool's ops and its kernel families.",
+    )
+    p.set_defaults(run=_list)
+
+    from . import cli_tune
+
+    cli_tune.add_parsers(sub)
+    return parser
+
+
+def _window_options(p, *, kernel_required: bool, dtype: str) -> None:
+    """The window and variant options shared by codegen and inspect."""
+    p.add_argument(
+        "--kernel-size", type=_ints, required=kernel_required, help="int or comma-separated ints"
+    )
     p.add_argument("--stride", type=_ints, default=None, help="default: the kernel size")
     p.add_argument("--padding", type=_ints, default=0)
     p.add_argument("--dilation", type=_ints, default=1, help="max pooling only")
@@ -106,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-count-include-pad", action="store_true", help="avg pooling only")
     p.add_argument("--divisor-override", type=int, default=None, help="avg pooling only")
     p.add_argument(
-        "--dtype", default="float32", help="float16, bfloat16, float32 or float64 (default float32)"
+        "--dtype", default=dtype, help=f"float16, bfloat16, float32 or float64 (default {dtype})"
     )
     p.add_argument(
         "--channels-last",
@@ -114,13 +166,111 @@ def build_parser() -> argparse.ArgumentParser:
         help="the channels-last variant (default: channels-first)",
     )
     p.add_argument("--with-indices", action="store_true", help="max pooling writing its argmax")
-    p.add_argument("--backward", action="store_true", help="the backward kernel")
-    p.set_defaults(run=_codegen)
-    return parser
+
+
+def _inspect_calls(args) -> list[dict]:
+    """aot.inspect_op calls for ``tgpool inspect``'s arguments (ValueError: a usage error)."""
+    from .families import FAMILIES
+
+    if args.op is None:
+        examples = [dict(f.example) for f in FAMILIES.values()]
+    else:
+        if args.kernel_size is None:
+            raise ValueError(f"{args.op} needs --kernel-size")
+        ndim = int(args.op[-2])
+        shape = args.input_shape or INSPECT_SHAPES[ndim]
+        shape = (shape,) if isinstance(shape, int) else shape
+        window = {
+            "kernel_size": args.kernel_size,
+            "stride": args.stride,
+            "padding": args.padding,
+            "ceil_mode": args.ceil_mode,
+        }
+        if args.op.startswith("max"):
+            window.update(dilation=args.dilation, with_indices=args.with_indices)
+        else:
+            if args.dilation != 1:
+                raise ValueError(f"{args.op} has no dilation")
+            window.update(
+                count_include_pad=not args.no_count_include_pad,
+                divisor_override=args.divisor_override,
+            )
+        directions = ["fwd", "bwd", "double_bwd"] if args.direction == "all" else [args.direction]
+        examples = [
+            {"op": args.op, "input_shape": tuple(shape), "direction": d, **window}
+            for d in directions
+        ]
+    dtypes = {"float16", "bfloat16", "float32", "float64"}
+    if args.dtype not in dtypes:
+        raise ValueError(f"unknown dtype {args.dtype!r}; choose from {', '.join(sorted(dtypes))}")
+    import torch
+
+    layout = "channels_last" if args.channels_last else "channels_first"
+    return [
+        {**e, "dtype": getattr(torch, args.dtype), "layout": layout, "arch": arch}
+        for arch in args.arch or ["sm_80", "sm_90a"]
+        for e in examples
+    ]
+
+
+def _inspect(args) -> int:
+    try:
+        calls = _inspect_calls(args)
+        if args.op is not None:  # the window is checked before anything compiles
+            from . import aot
+
+            window = {k: v for k, v in calls[0].items() if k in _WINDOW_KEYS}
+            aot.op_spec(args.op, **window)
+    except (ValueError, TypeError, RuntimeError) as e:
+        print(f"tgpool inspect: {e}", file=sys.stderr)
+        return 2
+    from . import aot
+
+    results = aot.inspect_many(calls, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, Exception)]
+    for e in failed:
+        print(f"tgpool inspect: {e}", file=sys.stderr)
+    reports = [r for rs in results if not isinstance(rs, Exception) for r in rs]
+    print(aot.format_table(reports))
+    spilled = [r for r in reports if r.spill_bytes]
+    for r in spilled:
+        print(
+            f"tgpool inspect: {r.kernel} on {r.arch} spills {r.spill_bytes} bytes per thread",
+            file=sys.stderr,
+        )
+    return 1 if failed or (spilled and args.fail_on_spill) else 0
+
+
+_WINDOW_KEYS = (
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "ceil_mode",
+    "count_include_pad",
+    "divisor_override",
+)
+
+
+def _list(args) -> int:
+    from .families import FAMILIES, ops
+
+    print("ops:")
+    for op in ops():
+        print(f"  {op}")
+    print("kernel families (templates/<family>.py.jinja):")
+    width = max(len(name) for name in FAMILIES)
+    for f in FAMILIES.values():
+        print(f"  {f.name.ljust(width)}  {f.description}")
+        print(f"  {' ' * width}  ops: {', '.join(f.ops)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "check"):
+        args.check(parser, args)
     return args.run(args)
 
 
