@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import global_pool as launcher
+from . import global_kernels as launcher
 from .ops import _require_triton
 
 
