@@ -123,6 +123,19 @@ def has_loops(plan) -> bool:
     return getattr(plan, "ctx", {}).get("loop") == "range"
 
 
+def candidates_of(plan) -> list[LaunchConfig]:
+    """The family's candidates for the plan's problem, and the heuristic's config."""
+    heuristic = launch.heuristic(plan.family, plan.variant, plan.problem)
+    found = launch.candidates(plan.family, plan.problem, loops=has_loops(plan))
+    return found if heuristic in found else [*found, heuristic]
+
+
+def covers(entry: dict, plan) -> bool:
+    """Whether ``entry`` has a time for every current candidate (a candidate added since it was
+    tuned makes ``Tuner.ensure`` measure that candidate alone)."""
+    return set(candidates_of(plan)) <= set(entry_timings(entry))
+
+
 def run_config(plan, config: LaunchConfig, kernel=None) -> None:
     """Launch ``plan`` with ``config`` (not counted in runtime.launch_counts)."""
     kernel = kernel or plan.kernel()[0]
@@ -209,11 +222,8 @@ class Tuner:
     def measure(self, key: TuneKey, plan, known: dict | None = None) -> dict:
         """Tune one key: time the candidates ``known`` (config -> ms) lacks; returns its entry."""
         heuristic = launch.heuristic(plan.family, plan.variant, plan.problem)
-        candidates = launch.candidates(plan.family, plan.problem, loops=has_loops(plan))
-        if heuristic not in candidates:
-            candidates.append(heuristic)
         known = dict(known or {})
-        todo = [c for c in candidates if c not in known]
+        todo = [c for c in candidates_of(plan) if c not in known]
         samples: dict = {c: [] for c in todo}
         for _ in range(self.repeats):
             for c in todo:
@@ -237,9 +247,9 @@ class Tuner:
             key = plan_key(plan, self.device_for(plan))
             keyed.setdefault(key.text, (key, plan))
         held, sources = {}, {}
-        for text, (key, _) in keyed.items():
+        for text, (key, plan) in keyed.items():
             hit = None if retune else self.store.exact(key)
-            if hit is not None:
+            if hit is not None and covers(hit[1], plan):
                 held[text], sources[text] = hit[1], hit[2]
         deadline = None if budget is None else self.clock() + budget
 
@@ -249,8 +259,8 @@ class Tuner:
                 if deadline is not None and self.clock() >= deadline:
                     break
                 key, plan = keyed[text]
-                old = self.store.user_entries().get(text)
-                known = {} if retune or old is None else entry_timings(old[2])
+                old = None if retune else self.store.exact(key)
+                known = {} if old is None else entry_timings(old[1])
                 out[text] = self.measure(key, plan, known)
                 if progress is not None:
                     progress(n + 1, len(texts), f"{key.family} {key.variant}")
@@ -325,16 +335,15 @@ def provide(family: str, variant, problem: dict, plan=None) -> LaunchConfig | No
     """launch.py's default provider: the cached config of a CUDA launch (user cache, shipped
     file, nearest bucket), tuned first with TGPOOL_AUTOTUNE=1; None (the heuristic) otherwise.
     Never raises: a cache problem must not fail a launch."""
-    tensors = _tensors(plan)
-    if not tensors or tensors[0].device.type != "cuda":
+    device = launch_device(plan)
+    if device is None:
         return None
-    index = tensors[0].device.index or 0
-    memo_key = (family, variant, index, bucket(problem), _dtype(variant, problem, plan))
-    if memo_key in _memo:
-        return _memo[memo_key]
     try:
+        memo_key = (family, variant, device, bucket(problem), _dtype(variant, problem, plan))
+        if memo_key in _memo:
+            return _memo[memo_key]
         tuner = default_tuner()
-        key = make_key(family, variant, problem, cuda_device_info(index), plan)
+        key = make_key(family, variant, problem, device, plan)
         if autotune_enabled() and may_tune_now(plan):
             result = tuner.ensure([plan])[0]
             config = result.config
@@ -349,6 +358,14 @@ def provide(family: str, variant, problem: dict, plan=None) -> LaunchConfig | No
             RuntimeWarning,
             stacklevel=2,
         )
-        config = None
+        return None
     _memo[memo_key] = config
     return config
+
+
+def launch_device(plan) -> DeviceInfo | None:
+    """The GPU a planned launch runs on; None for the interpreter, meta tensors, or no plan."""
+    tensors = _tensors(plan)
+    if not tensors or tensors[0].device.type != "cuda":
+        return None
+    return cuda_device_info(tensors[0].device.index or 0)
