@@ -126,8 +126,8 @@ def _tune(args) -> int:
         rows.append((_call(r.key), config, r.heuristic.describe(), speedup, r.source))
     print(table(rows, ("call", "config", "heuristic", "speedup", "from")))
     if args.export:
-        entries = tune.store.user_entries()
-        chosen = {r.key.text: entries[r.key.text][2] for r in results if r.key.text in entries}
+        hits = {r.key.text: tune.store.exact(r.key) for r in results}
+        chosen = {text: hit[1] for text, hit in hits.items() if hit is not None}
         tune_cache.write_file(Path(args.export), chosen)
         print(f"wrote {len(chosen)} entries to {args.export}")
     return 0
