@@ -257,3 +257,39 @@ def test_inspect_compiles_every_family_without_spills(capsys):
         assert sum(kernel in r for r in rows) == 1, kernel
     spill = head.index("spill")
     assert [r[spill : spill + 5].strip() for r in rows] == ["0"] * len(rows)
+
+
+@pytest.fixture
+def cpu_as_gpu(monkeypatch):
+    """``tgpool tune`` as on a GPU machine, but recording on CPU tensors (the interpreter) and
+    timing with a deterministic benchmark: the fastest config is the simplest non-heuristic."""
+    from tgpool import launch, tune_workload, tuner
+
+    real_record = tune_workload.record
+
+    def bench(plan, config):
+        heuristic = launch.heuristic(plan.family, plan.variant, plan.problem)
+        others = [c for c in tuner.candidates_of(plan) if c != heuristic]
+        return 0.5 if config == others[0] else 1.0
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tune_workload, "record", lambda w, device="cuda": real_record(w, "cpu"))
+    monkeypatch.setattr(tuner, "cuda_bench", bench)
+
+
+def test_tune_prints_its_table_and_exports_the_shipped_format(
+    capsys, cpu_as_gpu, cache_dir, tmp_path
+):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(CALLS[:1]))
+    exported = tmp_path / "export.json"
+    code, out, err = run(capsys, "tune", str(path), "--repeats", "1", "--export", str(exported))
+    assert code == 0, err
+    rows = [r for r in out.splitlines() if r.startswith("window_pool_")]
+    assert len(rows) == 2 and all(re.search(r"2\.00x\s+tuned$", r) for r in rows)
+    assert "[" in err and "2/2" in err  # the progress bar
+    entries = tune_cache.parse(exported.read_text(), exported)
+    assert {e["family"] for e in entries.values()} == {"window_pool_fwd", "window_pool_bwd"}
+    code, out, _ = run(capsys, "tune", str(path), "--repeats", "1", "--quiet")
+    rows = [r for r in out.splitlines() if r.startswith("window_pool_")]
+    assert code == 0 and all(r.endswith("user") for r in rows)  # cached: not measured again

@@ -354,3 +354,46 @@ def test_tuning_is_never_allowed_on_cpu_or_meta_tensors():
 def test_the_interpreter_keeps_the_heuristic():
     plan = FakePlan(args=(torch.empty(4),))
     assert tuner.provide(plan.family, plan.variant, plan.problem, plan) is None
+
+
+# --- recorded launches, run again -----------------------------------------------------------------
+
+
+def _record_max_pool(x):
+    from tgpool import tune_workload
+
+    call = {"op": "max_pool2d", "input_shape": list(x.shape), "kernel_size": 3, "stride": 2}
+    return tune_workload.record(tune_workload.calls_workload([call], "float32"), "cpu")
+
+
+def test_recorded_launches_run_again_with_other_configs(monkeypatch):
+    """The tuner re-launches recorded launches with each candidate (interpreter, CPU tensors):
+    every config must give torch's result, or tuning would time wrong kernels."""
+    torch.manual_seed(0)
+    plans = _record_max_pool(torch.empty(2, 3, 11, 13))
+    assert [p.family for p in plans] == ["window_pool_fwd", "window_pool_bwd"]
+    fwd, bwd = plans
+    x5, out, idx = fwd.args[:3]  # the kernels see (N, C, D, H, W) views
+    x = x5.squeeze(2)
+    expected, expected_idx = torch.nn.functional.max_pool2d(x, 3, 2, return_indices=True)
+    grad_out5, _, grad_in = bwd.args[:3]
+    grad_out = grad_out5.squeeze(2)
+    expected_grad = torch.zeros_like(grad_in).flatten(2)
+    expected_grad.scatter_add_(2, expected_idx.flatten(2), grad_out.flatten(2))
+    for plan, check in ((fwd, lambda: out), (bwd, lambda: grad_in)):
+        configs = tuner.candidates_of(plan)
+        for config in (configs[0], configs[-1], LaunchConfig(1, 8, 1)):
+            check().fill_(float("nan"))
+            tuner.run_config(plan, config)
+            if plan is fwd:
+                assert torch.equal(out, expected) and torch.equal(idx, expected_idx), config
+            else:
+                assert torch.allclose(grad_in.flatten(2), expected_grad), config
+
+
+def test_recorded_launches_tune_end_to_end(store):
+    plans = _record_max_pool(torch.empty(2, 3, 11, 13))
+    bench = Bench()
+    results = make_tuner(store, bench, repeats=1).ensure(plans)
+    assert [r.key.family for r in results] == ["window_pool_fwd", "window_pool_bwd"]
+    assert all(r.config == r.heuristic and r.source == "tuned" for r in results)
