@@ -486,3 +486,29 @@ def test_ragged_channels_not_contiguous():
     with global_kernels_ran():
         out = tgpool.ragged_pool(values, offsets, "max")
     torch.testing.assert_close(out, torch.stack([values[:5].amax(0), values[5:].amax(0)]))
+
+
+# --- tile choice ----------------------------------------------------------------------------------
+
+TILES = [
+    # (case, data_format, memory, tile the forward and backward must use)
+    ((2, 8, 7, 7), "channels_first", "contiguous", "flat"),  # 49-element rows: not aligned
+    ((2, 8, 4, 4), "channels_first", "contiguous", "rows"),  # 16-element rows: aligned
+    ((2, 8, 7, 7), "channels_first", "channels_last", "channels"),
+    ((2, 7, 7, 8), "channels_last", "contiguous", "channels"),
+    ((1, 3, 600), "channels_first", "contiguous", "rows"),  # longer than a flat tile
+]
+
+
+@pytest.mark.parametrize("shape, data_format, memory, tile", TILES)
+def test_tile_follows_the_contiguous_axis(shape, data_format, memory, tile):
+    x = torch.randn(shape)
+    if memory == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    with runtime.recording() as launches, global_kernels_ran():
+        out = tgpool.global_pool(x, "avgmax", data_format=data_format)
+        out.sum().backward()
+    assert [r.kernel.split("_")[3] for r in launches] == [tile, tile], launches
+    want, _ = reference(x.detach(), "avgmax", data_format)
+    close(out, want, torch.float32)

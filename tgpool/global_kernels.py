@@ -22,6 +22,7 @@ import torch
 import triton
 
 from . import launch
+from .launch import next_pow2
 from .window_pool import KernelLaunch, generated  # noqa: F401  (generated: used by aot)
 
 FORWARD = "global_pool_fwd"
@@ -34,6 +35,8 @@ TARGET_PROGRAMS = 1024
 MIN_SPLIT_POSITIONS = 4096
 #: channels per program assumed when deciding splits (before the launch config is known)
 SPLIT_CHANNEL_BLOCK = 64
+#: rows up to this many positions may use the "flat" tile (see flat_rows)
+MAX_FLAT_ROW = 256
 #: integer powers up to this are computed by multiplication (exact, as torch)
 MAX_INT_POWER = 8
 
@@ -72,6 +75,23 @@ def tile_of(strides, C: int) -> str:
     """'rows' when positions are contiguous (and channels are not), else 'channels'."""
     _, s_s, s_c = strides
     return "rows" if s_s == 1 and (C == 1 or s_c != 1) else "channels"
+
+
+def flat_rows(tile, sizes, strides, align, item, splits, ragged) -> bool:
+    """Whether short rows whose starts are not 16-byte aligned (a 7 x 7 fp16 plane is 98 bytes)
+    are read as one contiguous block per program instead ("flat" tile): the block of
+    BLOCK_C x S elements is loaded with wide accesses and rearranged into rows in registers.
+    Needs the channels' rows packed back to back (channel stride S) and a row that fits a tile."""
+    _, S, C = sizes
+    _, _, s_c = strides
+    return (
+        tile == "rows"
+        and not ragged
+        and splits == 1
+        and (s_c == S or C == 1)
+        and S <= MAX_FLAT_ROW
+        and align < launch.VECTOR_BYTES // item
+    )
 
 
 def alignment(tensors, tile: str, sizes, strides, ragged: bool) -> int:
@@ -221,7 +241,7 @@ def split_count(B: int, S_per_row: int, C: int) -> int:
 
 
 def _problem(tile, S_per_split, C, dtype, align_ok) -> dict:
-    outer, inner = (C, S_per_split) if tile == "rows" else (S_per_split, C)
+    outer, inner = (C, S_per_split) if tile in ("rows", "flat") else (S_per_split, C)
     return {
         "outer": max(outer, 1),
         "inner": max(inner, 1),
@@ -230,8 +250,12 @@ def _problem(tile, S_per_split, C, dtype, align_ok) -> dict:
     }
 
 
-def _grid_meta(tile):
+def _grid_meta(tile, S):
     def meta(cfg):
+        if tile == "flat":  # one tile covers a row: BLOCK_S is the padded row
+            rows = next_pow2(S)
+            block = next_pow2(cfg.block_outer * S)
+            return {"BLOCK_C": cfg.block_outer, "BLOCK_S": rows, "BLOCK_F": block}
         if tile == "rows":
             return {"BLOCK_C": cfg.block_outer, "BLOCK_S": cfg.block_inner}
         return {"BLOCK_S": cfg.block_outer, "BLOCK_C": cfg.block_inner}
@@ -240,7 +264,7 @@ def _grid_meta(tile):
 
 
 def _c_block(tile, cfg) -> int:
-    return cfg.block_outer if tile == "rows" else cfg.block_inner
+    return cfg.block_outer if tile in ("rows", "flat") else cfg.block_inner
 
 
 # --- launches -------------------------------------------------------------------------------------
@@ -260,9 +284,11 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
     m, m_strides = _mask_view(mask, layout)
     tile = tile_of(strides, C)
     align = alignment([x], tile, sizes, strides, ragged)
-    scaled = _scaled(tile, sizes, strides, align, ragged)
     per_row = S // max(B, 1) if ragged else S
     splits = split_count(B, per_row, C)
+    if flat_rows(tile, sizes, strides, align, x.element_size(), splits, ragged):
+        tile, align = "flat", 1
+    scaled = _scaled(tile, sizes, strides, align, ragged)
     counts = row_counts(x, mask, offsets, layout) if mask is not None else None
     p_t = p if p is not None else out
     dummy = out
@@ -282,7 +308,7 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
         S,
         partial,
     )
-    problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1)
+    problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1 or tile == "flat")
     if partial:
         shape = (B, splits, C)
         psum = torch.empty(shape, dtype=acc, device=x.device)
@@ -321,7 +347,7 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
             args,
             problem,
             grid=lambda cfg: (B, triton.cdiv(C, _c_block(tile, cfg)), splits),
-            meta=_grid_meta(tile),
+            meta=_grid_meta(tile, S),
         )
     ]
     if partial:
@@ -375,14 +401,14 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
 def _scaled(tile, sizes, strides, align, ragged):
     """(B, S, C) as the kernel takes them: the contiguous extent divided by ALIGN."""
     B, S, C = sizes
-    if tile == "rows":
+    if tile in ("rows", "flat"):
         return (B, S if ragged else S // align, C)
     return (B, S, C // align)
 
 
 def _scaled_strides(tile, strides, align):
     s_b, s_s, s_c = strides
-    if tile == "rows":
+    if tile in ("rows", "flat"):
         return (s_b // align, s_s, s_c // align)
     return (s_b // align, s_s // align, s_c)
 
@@ -414,6 +440,8 @@ def plan_backward(
     align = alignment([x, grad_in], tile, sizes, strides, ragged)
     per_row = S // max(B, 1) if ragged else S
     splits = split_count(B, per_row, C)
+    if flat_rows(tile, sizes, strides, align, x.element_size(), splits, ragged):
+        tile, align = "flat", 1
     counts = row_counts(x, mask, offsets, layout) if mask is not None else None
     ctx = context(
         BACKWARD,
@@ -455,7 +483,7 @@ def plan_backward(
         g.stride(1),
         float(eps),
     )
-    problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1)
+    problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1 or tile == "flat")
     return grad_in, KernelLaunch(
         BACKWARD,
         ctx,
@@ -463,7 +491,7 @@ def plan_backward(
         args,
         problem,
         grid=lambda cfg: (B, triton.cdiv(C, _c_block(tile, cfg)), splits),
-        meta=_grid_meta(tile),
+        meta=_grid_meta(tile, S),
     )
 
 
@@ -478,3 +506,50 @@ def backward(
     elif grad_in.numel() and layout != "ragged":
         grad_in.zero_()
     return grad_in
+
+
+# --- ahead-of-time planning -----------------------------------------------------------------------
+
+
+def plan_global_op(
+    op: str,
+    input_shape,
+    dtype=torch.float16,
+    layout: str = "channels_first",
+    *,
+    direction: str = "fwd",
+    reduction: str = "avg",
+    masked: bool = False,
+    with_indices: bool = False,
+    segments: int = 32,
+) -> list[KernelLaunch]:
+    """The launches of ``global_pool`` (input_shape in ``layout``'s order, dense) or
+    ``ragged_pool`` (input_shape (total_tokens, C), ``segments`` rows) on meta tensors, for
+    ahead-of-time compilation (tgpool/aot.py): "fwd" is the forward (one launch, or two for
+    split rows), "bwd" the input gradient."""
+    kernel = {"avgmax": "avg+max", "catavgmax": "avg+max"}.get(reduction, reduction)
+    x = torch.empty(tuple(input_shape), dtype=dtype, device="meta")
+    offsets = mask = p = None
+    if op == "ragged_pool":
+        layout = "ragged"
+        offsets = torch.empty(segments + 1, dtype=torch.int64, device="meta")
+    elif op != "global_pool":
+        raise ValueError(f"plan_global_op plans global_pool and ragged_pool, not {op!r}")
+    if masked and layout != "ragged":
+        spatial = input_shape[1:-1] if layout == "channels_last" else input_shape[2:]
+        mask = torch.empty((input_shape[0], *spatial), dtype=torch.bool, device="meta")
+    if kernel in ("lp", "gem"):
+        p = torch.empty(1, dtype=torch.float32, device="meta")
+    p_value = 2.0 if kernel == "lp" else 0.0
+    with_indices = with_indices or ("max" in kernel and direction == "bwd")
+    outputs, launches = plan_forward(
+        x, mask, offsets, p, kernel, layout, p_value, 1e-6, with_indices, False
+    )
+    if direction == "fwd":
+        return launches
+    out, maxes, idx, _ = outputs
+    grad = torch.empty_like(out)
+    _, gather = plan_backward(
+        grad, torch.empty_like(maxes), x, mask, offsets, idx, out, p, kernel, layout, p_value, 1e-6
+    )
+    return [gather] if gather is not None else []
