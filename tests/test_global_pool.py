@@ -512,3 +512,40 @@ def test_tile_follows_the_contiguous_axis(shape, data_format, memory, tile):
     assert [r.kernel.split("_")[3] for r in launches] == [tile, tile], launches
     want, _ = reference(x.detach(), "avgmax", data_format)
     close(out, want, torch.float32)
+
+
+# --- no host synchronisation ----------------------------------------------------------------------
+
+
+def test_ragged_hot_path_reads_no_device_value_on_the_host(monkeypatch):
+    """With validate=False nothing reads offsets (or any tensor) back to Python: the kernels do."""
+    values = torch.randn(12, 4, requires_grad=True)
+    offsets = torch.tensor([0, 5, 5, 12])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor value was read on the host")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    with global_kernels_ran():
+        out = tgpool.ragged_pool(values, offsets, "gem", p=3.0, validate=False)
+        out.sum().backward()
+    monkeypatch.undo()
+    assert out.shape == (3, 4) and values.grad.shape == values.shape
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_cuda_synchronisation_in_ragged_and_masked_pooling():
+    values = torch.randn(1000, 64, device="cuda", requires_grad=True)
+    offsets = torch.tensor([0, 100, 100, 1000], device="cuda")
+    x = torch.randn(8, 32, 50, device="cuda", requires_grad=True)
+    mask = torch.rand(8, 50, device="cuda") > 0.5
+    p = torch.tensor([3.0], device="cuda", requires_grad=True)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = tgpool.ragged_pool(values, offsets, "max").sum()
+        out = out + tgpool.gem(x.abs(), p, mask=mask).sum()
+        out.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
