@@ -352,3 +352,26 @@ def test_select_global_pool_api():
     for bad in ({"pool_type": "gem"}, {"pool_type": "median"}, {"data_format": "NCHW"}):
         with pytest.raises(ValueError):
             tgpool.nn.SelectGlobalPool(**bad)
+
+
+def test_modules_compile_fullgraph(only_triton):
+    """A learnable p and a Keras mask conversion capture in one graph (no host reads of p)."""
+    gem = tgpool.nn.GeM()
+    keras_style = tgpool.nn.GlobalAveragePooling1D(data_format="channels_first")
+    x = _input(1, "channels_first", torch.float32, positive=True)
+    mask = torch.arange(x.shape[-1])[None, :] < torch.tensor([9, 4, 1])[:, None]
+
+    def head(x, mask):
+        return gem(x, mask) + keras_style(x, mask=mask.to(torch.int64))
+
+    compiled = torch.compile(head, backend="aot_eager", fullgraph=True)
+    with only_triton():
+        y = compiled(x, mask)
+        y.sum().backward()
+    grad = gem.p.grad.clone()
+    gem.p.grad = None
+    with only_triton():
+        expected = head(x, mask)
+        expected.sum().backward()
+    torch.testing.assert_close(y, expected, atol=0, rtol=0)
+    torch.testing.assert_close(grad, gem.p.grad, atol=0, rtol=0)
