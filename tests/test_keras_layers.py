@@ -10,8 +10,12 @@ fully masked rows) is checked against torch formulas instead.
 from __future__ import annotations
 
 import os
+import tempfile
 
-os.environ["KERAS_BACKEND"] = "torch"  # Keras reads it once, at its first import
+# Keras reads both once, at its first import: its torch backend, and a fresh config folder so a
+# user's keras.json (e.g. image_data_format) cannot change the defaults compared here
+os.environ["KERAS_BACKEND"] = "torch"
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tgpool-test-keras-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
