@@ -348,8 +348,9 @@ class SelectGlobalPool(torch.nn.Module):
     NHWC), or (N, C) with ``flatten``.
 
     Unlike timm, an unknown pool type raises ValueError (timm falls back to 'avg'), and
-    'catavgmax' on "channels_last" concatenates (timm's NHWC path gives 'avgmax' there while
-    ``feat_mult()`` says 2).
+    'catavgmax' always concatenates: timm's fast and NHWC path tests ``endswith('avgmax')``
+    first, so 'fastcatavgmax' and NHWC 'catavgmax' give 'avgmax' there while ``feat_mult()``
+    says 2.
     """
 
     def __init__(
