@@ -549,3 +549,41 @@ def test_no_cuda_synchronisation_in_ragged_and_masked_pooling():
         out.backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+# --- double backward ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reduction, data_format",
+    [
+        ("max", "channels_first"),
+        ("avg", "channels_last"),
+        ("sum", "channels_first"),
+        ("catavgmax", "channels_first"),
+        ("avgmax", "channels_last"),
+    ],
+)
+def test_gradgradcheck(reduction, data_format):
+    """Tiny inputs: gradgradcheck's numerical Jacobians launch the kernels once per element."""
+    x = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    mask = mask if data_format == "channels_first" else mask[:, :2]
+    fn = lambda t: tgpool.global_pool(t, reduction, data_format=data_format, mask=mask)  # noqa: E731
+    with global_kernels_ran():
+        assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_gradgradcheck_ragged_max_and_avg():
+    values = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    offsets = torch.tensor([0, 2, 2, 5])
+    for reduction in ("max", "avg"):
+        fn = lambda v, r=reduction: tgpool.ragged_pool(v, offsets, r)  # noqa: E731
+        assert torch.autograd.gradgradcheck(fn, (values,))
+
+
+def test_double_backward_of_gem_is_refused():
+    x = (torch.rand(2, 3, 4, dtype=torch.float64) + 0.1).requires_grad_()
+    (g,) = torch.autograd.grad(tgpool.gem(x).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        g.sum().backward()

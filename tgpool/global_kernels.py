@@ -553,3 +553,17 @@ def plan_global_op(
         grad, torch.empty_like(maxes), x, mask, offsets, idx, out, p, kernel, layout, p_value, 1e-6
     )
     return [gather] if gather is not None else []
+
+
+def read_at_argmax(t: torch.Tensor, offsets, indices: torch.Tensor, layout: str) -> torch.Tensor:
+    """(B, C): ``t`` (laid out like the pooled input) at each row's argmax, 0 for empty rows.
+    Max pooling's double backward; an indexing op (torch.gather), not a pooling."""
+    found = indices >= 0
+    at = indices.clamp(min=0)
+    if layout == "ragged":
+        picked = t.gather(0, at + offsets[:-1, None].to(at.dtype).clamp(min=0))
+    elif layout == "channels_last":
+        picked = t.reshape(t.shape[0], -1, t.shape[-1]).gather(1, at[:, None, :])[:, 0]
+    else:
+        picked = t.reshape(t.shape[0], t.shape[1], -1).gather(2, at[:, :, None])[:, :, 0]
+    return torch.where(found, picked, torch.zeros_like(picked))

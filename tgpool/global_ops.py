@@ -135,3 +135,38 @@ def global_pool_backward(
 @global_pool_backward.register_fake
 def _(grad_out, grad_maxes, x, mask, offsets, indices, out, p, reduction, layout, p_value, eps):
     return launcher.empty_grad(x, layout)
+
+
+def _backward_setup(ctx, inputs, output):
+    grad_out, grad_maxes, x, mask, offsets, indices, out, p, reduction, layout, p_value, eps = (
+        inputs
+    )
+    ctx.args = (reduction, layout, p_value, eps)
+    ctx.save_for_backward(mask, offsets, indices)
+
+
+def _double_backward(ctx, grad_grad_in):
+    """The backward is linear in the output's gradient: for sum and avg its derivative is the
+    same pooling of grad_grad_in; for max, grad_grad_in read at the argmax. lp and GeM's
+    backward also depends on x non-linearly: not supported."""
+    mask, offsets, indices = ctx.saved_tensors
+    reduction, layout, p_value, eps = ctx.args
+    if reduction in ("lp", "gem"):
+        raise NotImplementedError(
+            f"tgpool: double backward of global {reduction} pooling is not supported"
+        )
+    kernel = "avg" if reduction == "avg+max" else reduction
+    grad_out = grad_maxes = None
+    if kernel in ("sum", "avg"):
+        args = (mask, offsets, None, kernel, layout, p_value, eps, False, False)
+        grad_out = global_pool(grad_grad_in, *args)[0]
+    if "max" in reduction:
+        picked = launcher.read_at_argmax(grad_grad_in, offsets, indices, layout)
+        if reduction == "max":
+            grad_out = picked
+        else:
+            grad_maxes = picked
+    return grad_out, grad_maxes, None, None, None, None, None, None, None, None, None, None
+
+
+global_pool_backward.register_autograd(_double_backward, setup_context=_backward_setup)
