@@ -13,6 +13,10 @@ import sys
 OPS = ["max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d"]
 #: ``tgpool inspect``'s input shape for an op when --input-shape is not given, by spatial dims
 INSPECT_SHAPES = {1: (8, 64, 3136), 2: (8, 64, 112, 112), 3: (2, 32, 16, 32, 32)}
+#: global_pool: the CNN head (N, C, H, W); ragged_pool: (total_tokens, C)
+GLOBAL_INSPECT_SHAPES = {"global_pool": (256, 2048, 7, 7), "ragged_pool": (4096, 256)}
+GLOBAL_OPS = ("global_pool", "ragged_pool")
+REDUCTIONS = ("max", "avg", "sum", "lp", "gem", "avgmax", "catavgmax")
 
 
 def _ints(text: str) -> tuple[int, ...] | int:
@@ -114,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         "target, without a GPU, and print per kernel: registers, spilled bytes, shared memory, "
         "and the widths of its global loads and stores (bits x instructions).",
     )
-    p.add_argument("op", nargs="?", choices=OPS, help="default: one example per kernel family")
+    p.add_argument(
+        "op", nargs="?", choices=OPS + list(GLOBAL_OPS), help="default: one example per family"
+    )
     p.add_argument(
         "--arch",
         action="append",
@@ -129,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--direction", choices=["fwd", "bwd", "double_bwd", "all"], default="all")
     _window_options(p, kernel_required=False, dtype="float16")
+    p.add_argument(
+        "--reduction", choices=REDUCTIONS, default="avg", help="global ops (default avg)"
+    )
+    p.add_argument("--masked", action="store_true", help="global_pool with a (N, *spatial) mask")
     p.add_argument(
         "--fail-on-spill", action="store_true", help="exit 1 when a kernel spills registers (CI)"
     )
@@ -175,6 +185,26 @@ def _inspect_calls(args) -> list[dict]:
 
     if args.op is None:
         examples = [dict(f.example) for f in FAMILIES.values()]
+    elif args.op in GLOBAL_OPS:
+        shape = args.input_shape or (
+            GLOBAL_INSPECT_SHAPES["ragged_pool"]
+            if args.op == "ragged_pool"
+            else GLOBAL_INSPECT_SHAPES["global_pool"]
+        )
+        shape = (shape,) if isinstance(shape, int) else shape
+        if args.direction == "double_bwd":
+            raise ValueError(f"{args.op}: its double backward reuses the forward kernels")
+        directions = ["fwd", "bwd"] if args.direction == "all" else [args.direction]
+        examples = [
+            {
+                "op": args.op,
+                "input_shape": tuple(shape),
+                "direction": d,
+                "reduction": args.reduction,
+                "masked": args.masked,
+            }
+            for d in directions
+        ]
     else:
         if args.kernel_size is None:
             raise ValueError(f"{args.op} needs --kernel-size")
@@ -217,7 +247,7 @@ def _inspect_calls(args) -> list[dict]:
 def _inspect(args) -> int:
     try:
         calls = _inspect_calls(args)
-        if args.op is not None:  # the window is checked before anything compiles
+        if args.op is not None and args.op not in GLOBAL_OPS:  # check the window first
             from . import aot
 
             window = {k: v for k, v in calls[0].items() if k in _WINDOW_KEYS}

@@ -14,6 +14,8 @@ import importlib
 from collections.abc import Callable
 
 WINDOW_OPS = ("max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d")
+#: global pooling: global_max_pool, global_avg_pool and gem are global_pool with a reduction
+GLOBAL_OPS = ("global_pool", "ragged_pool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Family:
 
 
 _RESNET_STEM = {"kernel_size": 3, "stride": 2, "padding": 1}
+_GLOBAL_PLANNER = "tgpool.global_kernels:plan_global_op"
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -68,6 +71,32 @@ FAMILIES: dict[str, Family] = {
                 "direction": "double_bwd",
                 **_RESNET_STEM,
             },
+        ),
+        Family(
+            "global_pool_fwd",
+            "global max/avg/sum/lp/GeM pooling (masks, packed segments), one tile per row block",
+            GLOBAL_OPS,
+            {"op": "global_pool", "input_shape": (256, 2048, 7, 7), "reduction": "avg"},
+            planner=_GLOBAL_PLANNER,
+        ),
+        Family(
+            "global_pool_combine",
+            "global pooling of long rows: combines the splits' partials in order (no atomics)",
+            GLOBAL_OPS,
+            {"op": "global_pool", "input_shape": (1, 64, 1000000), "reduction": "max"},
+            planner=_GLOBAL_PLANNER,
+        ),
+        Family(
+            "global_pool_bwd",
+            "global pooling input gradient: each position reads its row's coefficients",
+            GLOBAL_OPS,
+            {
+                "op": "ragged_pool",
+                "input_shape": (4096, 256),
+                "reduction": "catavgmax",
+                "direction": "bwd",
+            },
+            planner=_GLOBAL_PLANNER,
         ),
     )
 }
