@@ -3,6 +3,14 @@
 Every call is checked here, before any kernel is generated or launched, with the exception types
 torch raises for the same mistakes. Tensors on which Triton runs (CUDA; CPU under
 ``TRITON_INTERPRET=1``) go to the ``tgpool::`` custom ops; other tensors use torch's own pooling.
+
+tgpool's additions to torch's signatures: max_pool and avg_pool take ``padding="valid"`` (no
+padding) and ``padding="same"`` (TensorFlow's and Keras's: output ceil(input / stride), the total
+padding max((out - 1) * stride + (k - 1) * dilation + 1 - input, 0) split before / after with the
+odd element after; max ignores the padding, avg divides by the number of input elements in the
+window, whatever count_include_pad says; divisor_override still applies). The padding is not
+materialised: the kernels take it as window offsets and mask what lies outside the input.
+lp_pool1d/2d/3d follow torch's composite exactly (see tgpool.lp_ops).
 """
 
 from __future__ import annotations
@@ -11,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import ops, runtime
+from . import lp_ops, ops, padding_reference, runtime
 from .global_functional import gem, global_avg_pool, global_max_pool, global_pool, ragged_pool
-from .spec import DTYPES, WindowPoolSpec, window_spec
+from .spec import DTYPES, PADDING_STRINGS, WindowPoolSpec, same_padding, window_spec
 
 __all__ = [
     "global_pool",
@@ -27,6 +35,9 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
 ]
 
 
@@ -59,26 +70,71 @@ def check_input(input: Tensor, op: str, ndim: int) -> bool:
     return batched
 
 
-def _prepare(input: Tensor, spec: WindowPoolSpec) -> tuple[Tensor, bool]:
+def _prepare(input: Tensor, spec: WindowPoolSpec, mode: str | None = None):
+    """(batched x, batched, spec, the op's padding) after every check; ``mode``: the padding
+    string (see _string_padding)."""
     batched = check_input(input, spec.op_name, spec.ndim)
     x = input if batched else input.unsqueeze(0)
+    pad = list(spec.padding)
+    if mode == "same":
+        spec, pad = _same(spec, x)
     spec.output_size(x.shape[2:])  # raises if the output would be empty
-    return x, batched
+    return x, batched, spec, pad
+
+
+def _string_padding(op: str, padding, ceil_mode) -> str | None:
+    """The padding string ("valid", "same"), None for torch's int padding; refuses unknown
+    strings and "same" with ceil_mode (ValueError, as torch's conv refuses padding strings)."""
+    if not isinstance(padding, str):
+        return None
+    if padding not in PADDING_STRINGS:
+        raise ValueError(
+            f"{op}(): invalid padding string {padding!r}, should be one of {PADDING_STRINGS}"
+        )
+    if padding == "same" and ceil_mode:
+        raise ValueError(
+            f"{op}(): padding='same' fixes the output size at ceil(input / stride); "
+            f"ceil_mode=True has no meaning with it"
+        )
+    return padding
+
+
+def _same(spec: WindowPoolSpec, x: Tensor) -> tuple[WindowPoolSpec, list[int]]:
+    """The spec with padding="same"'s (before, after) for batched ``x``, and the op's padding."""
+    before, after = same_padding(spec.kernel_size, spec.stride, spec.dilation, x.shape[2:])
+    spec = window_spec(
+        spec.reduction,
+        spec.ndim,
+        spec.kernel_size,
+        spec.stride,
+        before,
+        spec.dilation,
+        False,
+        False,  # the count of input elements in the window: TensorFlow's "same"
+        spec.divisor_override,
+        padding_end=after,
+    )
+    return spec, list(before + after)
 
 
 def _max_pool(ndim, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    spec = window_spec("max", ndim, kernel_size, stride, padding, dilation, ceil_mode)
-    x, batched = _prepare(input, spec)
+    mode = _string_padding(f"max_pool{ndim}d", padding, ceil_mode)
+    spec = window_spec(
+        "max", ndim, kernel_size, stride, 0 if mode else padding, dilation, ceil_mode
+    )
+    x, batched, spec, pad = _prepare(input, spec, mode)
     if not runtime.uses_triton(x):
+        if mode == "same":
+            return padding_reference.max_pool_same(input, spec, return_indices)
         return getattr(F, f"max_pool{ndim}d")(
-            input, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+            input, kernel_size, stride, 0 if mode else padding, dilation, ceil_mode, return_indices
         )
     with_indices = bool(return_indices) or (torch.is_grad_enabled() and x.requires_grad)
     out, idx = ops.max_pool(
         x,
         list(spec.kernel_size),
         list(spec.stride),
-        list(spec.padding),
+        pad,
         list(spec.dilation),
         spec.ceil_mode,
         with_indices,
@@ -91,18 +147,33 @@ def _max_pool(ndim, input, kernel_size, stride, padding, dilation, ceil_mode, re
 def _avg_pool(
     ndim, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
 ):
+    mode = _string_padding(f"avg_pool{ndim}d", padding, ceil_mode)
     spec = window_spec(
-        "avg", ndim, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
+        "avg",
+        ndim,
+        kernel_size,
+        stride,
+        0 if mode else padding,
+        1,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
     )
-    x, batched = _prepare(input, spec)
-    if ndim == 3 and any(i < k for i, k in zip(x.shape[2:], spec.kernel_size, strict=True)):
+    x, batched, spec, pad = _prepare(input, spec, mode)
+    if (
+        ndim == 3
+        and mode != "same"
+        and any(i < k for i, k in zip(x.shape[2:], spec.kernel_size, strict=True))
+    ):
         # ATen's avg_pool3d (pool3d_shape_check with check_input_size): padding does not count
         raise RuntimeError(
             f"avg_pool3d: input image {tuple(x.shape[2:])} smaller than kernel size "
             f"{spec.kernel_size}"
         )
     if not runtime.uses_triton(x):
-        args = (input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+        if mode == "same":
+            return padding_reference.avg_pool_same(input, spec)
+        args = (input, kernel_size, stride, 0 if mode else padding, ceil_mode, count_include_pad)
         if ndim == 1:
             return F.avg_pool1d(*args)
         return getattr(F, f"avg_pool{ndim}d")(*args, divisor_override)
@@ -110,7 +181,7 @@ def _avg_pool(
         x,
         list(spec.kernel_size),
         list(spec.stride),
-        list(spec.padding),
+        pad,
         spec.ceil_mode,
         spec.count_include_pad,
         spec.divisor_override,
@@ -173,3 +244,47 @@ def avg_pool3d(
     return _avg_pool(
         3, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
+
+
+# --- lp pooling -----------------------------------------------------------------------------------
+
+
+def _lp_pool(ndim: int, input, norm_type, kernel_size, stride, ceil_mode) -> Tensor:
+    op = f"lp_pool{ndim}d"
+    # checks norm_type and the window (torch's lp_pool has no padding and no dilation)
+    spec = window_spec("lp", ndim, kernel_size, stride, 0, 1, ceil_mode, norm_type=norm_type)
+    x, batched, spec, _ = _prepare(input, spec)
+    if (
+        ndim == 3
+        and spec.kind == "avg"
+        and any(i < k for i, k in zip(x.shape[2:], spec.kernel_size, strict=True))
+    ):
+        # torch's composite runs avg_pool3d, which refuses an input smaller than the kernel
+        raise RuntimeError(
+            f"{op}: input image {tuple(x.shape[2:])} smaller than kernel size {spec.kernel_size}"
+        )
+    if not runtime.uses_triton(x):
+        return getattr(F, op)(input, norm_type, kernel_size, stride, ceil_mode)
+    with_state = torch.is_grad_enabled() and x.requires_grad
+    out, _ = lp_ops.lp_pool(
+        x, spec.norm_type, list(spec.kernel_size), list(spec.stride), spec.ceil_mode, with_state
+    )
+    return out if batched else out.squeeze(0)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """1D power-average pooling over (N, C, L) or (C, L), as ``torch.nn.functional.lp_pool1d``
+    (one kernel; semantics and edge cases in tgpool.lp_ops)."""
+    return _lp_pool(1, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """2D power-average pooling over (N, C, H, W) or (C, H, W), as
+    ``torch.nn.functional.lp_pool2d``."""
+    return _lp_pool(2, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """3D power-average pooling over (N, C, D, H, W) or (C, D, H, W), as
+    ``torch.nn.functional.lp_pool3d``."""
+    return _lp_pool(3, input, norm_type, kernel_size, stride, ceil_mode)

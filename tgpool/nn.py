@@ -29,6 +29,9 @@ __all__ = [
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",
+    "LPPool1d",
+    "LPPool2d",
+    "LPPool3d",
     "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "GlobalMaxPooling3D",
@@ -105,3 +108,24 @@ class AvgPool3d(torch.nn.AvgPool3d):
             self.count_include_pad,
             self.divisor_override,
         )
+
+
+class _LPPoolNd:
+    _pool = None
+
+    def forward(self, input):
+        return type(self)._pool(
+            input, self.norm_type, self.kernel_size, self.stride, self.ceil_mode
+        )
+
+
+class LPPool1d(_LPPoolNd, torch.nn.LPPool1d):
+    _pool = staticmethod(F.lp_pool1d)
+
+
+class LPPool2d(_LPPoolNd, torch.nn.LPPool2d):
+    _pool = staticmethod(F.lp_pool2d)
+
+
+class LPPool3d(_LPPoolNd, torch.nn.LPPool3d):
+    _pool = staticmethod(F.lp_pool3d)

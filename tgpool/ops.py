@@ -1,8 +1,10 @@
 """The ``tgpool::`` custom ops: Triton kernels behind torch.library, with fake and autograd.
 
 Each op takes a batched (N, C, *spatial) tensor and torch-style window arguments already checked
-by functional.py. ``register_fake`` builds outputs with the same shapes and strides as the real
-ones (one helper serves both), so torch.compile and torch.export trace them exactly.
+by functional.py. ``padding`` holds one value per spatial dim (torch's symmetric padding) or two
+(before..., after...): the asymmetric padding of ``padding="same"``. ``register_fake`` builds
+outputs with the same shapes and strides as the real ones (one helper serves both), so
+torch.compile and torch.export trace them exactly. lp pooling's ops are in lp_ops.py.
 
 Autograd graph:
     max_pool          -> max_pool_backward  (gather by argmax) -> index_gather (double backward)
@@ -28,15 +30,25 @@ def _require_triton(op: str, *tensors: Tensor) -> None:
             )
 
 
+def split_padding(padding, ndim: int) -> tuple[tuple, tuple | None]:
+    """(before, after or None) from an op's ``padding`` list (ndim or 2 * ndim values)."""
+    padding = tuple(padding)
+    if len(padding) == 2 * ndim:
+        return padding[:ndim], padding[ndim:]
+    return padding, None
+
+
 def _max_spec(kernel_size, stride, padding, dilation, ceil_mode) -> WindowPoolSpec:
+    before, after = split_padding(padding, len(kernel_size))
     return window_spec(
         "max",
         len(kernel_size),
         tuple(kernel_size),
         tuple(stride),
-        tuple(padding),
+        before,
         tuple(dilation),
         ceil_mode,
+        padding_end=after,
     )
 
 
@@ -44,16 +56,18 @@ def _avg_spec(
     kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
 ) -> WindowPoolSpec:
     n = len(kernel_size)
+    before, after = split_padding(padding, n)
     return window_spec(
         "avg",
         n,
         tuple(kernel_size),
         tuple(stride),
-        tuple(padding),
+        before,
         (1,) * n,
         ceil_mode,
         count_include_pad,
         divisor_override,
+        padding_end=after,
     )
 
 

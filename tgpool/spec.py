@@ -1,8 +1,11 @@
 """Kernel variants as frozen, hashable specs, built from torch-style pooling arguments.
 
-A spec is everything that changes the generated source: the reduction, the window (kernel size,
-stride, padding, dilation), ceil_mode, the averaging rule, the dtype and the memory layout. Shapes
-are not part of it: they are runtime arguments of the kernel.
+A spec is everything that changes the generated source: the reduction (max, avg, or lp with its
+norm_type), the window (kernel size, stride, padding, dilation), ceil_mode, the averaging rule, the
+dtype and the memory layout. Shapes are not part of it: they are runtime arguments of the kernel.
+
+Padding may be asymmetric (``padding_end``): tgpool's ``padding="same"`` puts the odd extra
+element at the end, as TensorFlow and Keras do (``same_padding``).
 
 Argument checks follow ATen's (aten/src/ATen/native/Pool.h) and raise the exception types torch
 raises for the same mistakes, so a bad call fails here, before any kernel is generated or launched.
@@ -11,6 +14,7 @@ raises for the same mistakes, so a bad call fails here, before any kernel is gen
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -30,9 +34,9 @@ CHANNELS_LAST = "channels_last"
 
 @dataclasses.dataclass(frozen=True)
 class WindowPoolSpec:
-    """One window-pooling kernel variant (max or avg, 1 to 3 spatial dims)."""
+    """One window-pooling kernel variant (max, avg or lp, 1 to 3 spatial dims)."""
 
-    reduction: str  # "max" | "avg"
+    reduction: str  # "max" | "avg" | "lp"
     kernel_size: tuple[int, ...]
     stride: tuple[int, ...]
     padding: tuple[int, ...]
@@ -42,6 +46,20 @@ class WindowPoolSpec:
     divisor_override: int | None = None  # avg only
     dtype: str = "float32"
     layout: str = CHANNELS_FIRST
+    #: padding after the input per dim, when it differs from ``padding`` (before the input)
+    padding_end: tuple[int, ...] | None = None
+    norm_type: float | None = None  # lp only: p, or +-inf
+
+    @property
+    def pad_end(self) -> tuple[int, ...]:
+        return self.padding if self.padding_end is None else self.padding_end
+
+    @property
+    def kind(self) -> str:
+        """ "max" for a maximum (max, lp with p = +-inf: a max of +-|x|), "avg" for a sum."""
+        if self.reduction == "max" or (self.reduction == "lp" and math.isinf(self.norm_type)):
+            return "max"
+        return "avg"
 
     @property
     def ndim(self) -> int:
@@ -58,11 +76,12 @@ class WindowPoolSpec:
     def describe(self) -> str:
         """A short label, e.g. ``max k3x3 s2x2 p1x1 d1x1 float16 channels_last``."""
         x = lambda t: "x".join(map(str, t))  # noqa: E731
+        reduction = self.reduction if self.norm_type is None else f"lp{self.norm_type:g}"
         parts = [
-            self.reduction,
+            reduction,
             f"k{x(self.kernel_size)}",
             f"s{x(self.stride)}",
-            f"p{x(self.padding)}",
+            f"p{x(self.padding)}" + ("" if self.padding_end is None else f"+{x(self.padding_end)}"),
         ]
         if self.reduction == "max":
             parts.append(f"d{x(self.dilation)}")
@@ -77,9 +96,9 @@ class WindowPoolSpec:
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         """Spatial output size for the spatial ``input_size``, exactly as torch computes it."""
         out = tuple(
-            pooling_output_size(i, k, s, p, d, self.ceil_mode)
-            for i, k, s, p, d in zip(
-                input_size, self.kernel_size, self.stride, self.padding, self.dilation
+            pooling_output_size(i, k, s, p, d, self.ceil_mode, pe)
+            for i, k, s, p, d, pe in zip(
+                input_size, self.kernel_size, self.stride, self.padding, self.dilation, self.pad_end
             )
         )
         if any(o < 1 for o in out):
@@ -97,14 +116,18 @@ class WindowPoolSpec:
             "kernel": (1,) * lead + self.kernel_size,
             "stride": (1,) * lead + self.stride,
             "padding": (0,) * lead + self.padding,
+            "padding_end": (0,) * lead + self.pad_end,
             "dilation": (1,) * lead + self.dilation,
         }
 
 
-def pooling_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+def pooling_output_size(
+    size: int, k: int, s: int, p: int, d: int, ceil_mode: bool, p_end: int | None = None
+) -> int:
     """ATen's pooling_output_shape: with ceil_mode the last window must start inside the input
-    or its left padding."""
-    numer = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+    or its left padding. ``p_end``: padding after the input, when it differs from ``p``."""
+    p_end = p if p_end is None else p_end
+    numer = size + p + p_end - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
     out = numer // s + 1  # floor division, as ATen's div_rtn
     if ceil_mode and (out - 1) * s >= size + p:
         out -= 1
@@ -149,6 +172,8 @@ def _cached_spec(
     ceil_mode,
     count_include_pad,
     divisor_override,
+    padding_end,
+    norm_type,
     arg_types,
 ) -> WindowPoolSpec:
     # arg_types is only part of the cache key (see window_spec)
@@ -157,19 +182,27 @@ def _cached_spec(
     s = _expand("stride", op, stride, ndim, allow_none=True) or k
     p = _expand("padding", op, padding, ndim)
     d = _expand("dilation", op, dilation, ndim)
+    pe = None if padding_end is None else _expand("padding", op, padding_end, ndim)
     if any(v <= 0 for v in k):
         raise RuntimeError(f"{op}: kernel_size must be greater than zero, but got {k}")
     if any(v <= 0 for v in s):
         raise RuntimeError(f"{op}: stride must be greater than zero, but got {s}")
-    if any(v < 0 for v in p):
+    if any(v < 0 for v in p + (pe or ())):
         raise RuntimeError(f"{op}: padding must be non-negative, but got {p}")
     if any(v <= 0 for v in d):
         raise RuntimeError(f"{op}: dilation must be greater than zero, but got {d}")
-    # ATen's pool{1,2,3}d_shape_check: half of the kernel size, whatever the dilation.
-    if any(pp > kk // 2 for kk, pp in zip(k, p)):
+    if pe is None:
+        # ATen's pool{1,2,3}d_shape_check: half of the kernel size, whatever the dilation.
+        if any(pp > kk // 2 for kk, pp in zip(k, p)):
+            raise RuntimeError(
+                f"{op}: padding should be at most half of the kernel size, but got "
+                f"padding={p}, kernel_size={k} and dilation={d}"
+            )
+    elif any(max(a, b) > (kk - 1) * dd for kk, dd, a, b in zip(k, d, p, pe)):
+        # asymmetric padding (padding="same" computes it): no window may lie in the padding only
         raise RuntimeError(
-            f"{op}: padding should be at most half of the kernel size, but got "
-            f"padding={p}, kernel_size={k} and dilation={d}"
+            f"{op}: padding {p} before and {pe} after the input must be smaller than the "
+            f"kernel's extent (kernel_size={k}, dilation={d})"
         )
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, int):
@@ -185,6 +218,8 @@ def _cached_spec(
         ceil_mode=bool(ceil_mode),
         count_include_pad=bool(count_include_pad),
         divisor_override=divisor_override,
+        padding_end=None if pe == p else pe,
+        norm_type=norm_type,
     )
 
 
@@ -200,6 +235,21 @@ def _types(*values) -> tuple:
     )
 
 
+def check_norm_type(norm_type, op: str) -> float:
+    """lp pooling's p as a float: any number but 0 (torch divides by it: ZeroDivisionError) and
+    NaN; +-inf are torch's max of +-|x|."""
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)):
+        raise TypeError(
+            f"{op}(): argument 'norm_type' must be an int or a float, not "
+            f"{type(norm_type).__name__}"
+        )
+    if norm_type == 0:
+        raise ZeroDivisionError(f"{op}(): norm_type must be non-zero (the root is 1 / norm_type)")
+    if math.isnan(norm_type):
+        raise ValueError(f"{op}(): norm_type must be a number, got nan")
+    return float(norm_type)
+
+
 def window_spec(
     reduction: str,
     ndim: int,
@@ -210,10 +260,20 @@ def window_spec(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
+    *,
+    padding_end=None,
+    norm_type: float | None = None,
 ) -> WindowPoolSpec:
-    """Normalise and check torch-style arguments into a (layout- and dtype-free) spec."""
-    if reduction not in ("max", "avg"):
-        raise ValueError(f"unknown reduction {reduction!r}; expected 'max' or 'avg'")
+    """Normalise and check torch-style arguments into a (layout- and dtype-free) spec.
+
+    ``padding_end``: padding after the input when it differs from ``padding`` (before it);
+    ``norm_type``: lp pooling's p (reduction "lp", which has no padding and no dilation)."""
+    if reduction not in ("max", "avg", "lp"):
+        raise ValueError(f"unknown reduction {reduction!r}; expected 'max', 'avg' or 'lp'")
+    if reduction == "lp":
+        norm_type = check_norm_type(norm_type, f"lp_pool{ndim}d")
+    else:
+        norm_type = None
     try:
         return _cached_spec(
             reduction,
@@ -225,7 +285,9 @@ def window_spec(
             ceil_mode,
             count_include_pad,
             divisor_override,
-            _types(kernel_size, stride, padding, dilation, divisor_override),
+            _hashable(padding_end),
+            norm_type,
+            _types(kernel_size, stride, padding, dilation, divisor_override, padding_end),
         )
     except TypeError as e:
         if "unhashable" not in str(e):
@@ -233,6 +295,24 @@ def window_spec(
         raise TypeError(
             f"{reduction}_pool{ndim}d(): arguments must be ints or tuples of ints"
         ) from e
+
+
+# --- string paddings ------------------------------------------------------------------------------
+
+#: padding strings tgpool accepts (TensorFlow's / Keras's; torch's pooling takes none)
+PADDING_STRINGS = ("valid", "same")
+
+
+def same_padding(kernel_size, stride, dilation, input_size) -> tuple[tuple, tuple]:
+    """(before, after) per dim for padding="same": output ceil(I / s), total padding
+    max((O - 1) * s + (k - 1) * d + 1 - I, 0), the odd element after (TensorFlow's rule)."""
+    before, after = [], []
+    for k, s, d, i in zip(kernel_size, stride, dilation, input_size, strict=True):
+        out = -(-i // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - i, 0)
+        before.append(total // 2)
+        after.append(total - total // 2)
+    return tuple(before), tuple(after)
 
 
 # --- memory layout -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ views, never copies, and every stride is passed explicitly, so any strided input
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
@@ -36,11 +37,14 @@ def _window_context(spec: WindowPoolSpec) -> dict:
         ctx["K" + axis] = w["kernel"][i]
         ctx["S" + axis] = w["stride"][i]
         ctx["P" + axis] = w["padding"][i]
+        ctx["P" + axis + "E"] = w["padding_end"][i]
         ctx["D" + axis] = w["dilation"][i]
     taps = ctx["KD"] * ctx["KH"] * ctx["KW"]
     return {
         **ctx,
         "reduction": spec.reduction,
+        "kind": spec.kind,
+        **(lp_context(spec.norm_type) if spec.reduction == "lp" else {}),
         "acc": "tl.float64" if spec.dtype == "float64" else "tl.float32",
         "tile": "channels" if spec.layout == CHANNELS_LAST else "rows",
         "count_include_pad": spec.count_include_pad,
@@ -48,6 +52,31 @@ def _window_context(spec: WindowPoolSpec) -> dict:
         "loop": "tl.static_range" if taps <= MAX_UNROLLED_TAPS else "range",
         "coord": "tl.int32",  # see with_coordinates
         "variant": repr(spec),
+    }
+
+
+def _exponent(e: float) -> dict:
+    """How the templates raise to the power ``e``: ``int`` (by multiplication) for a small
+    integer e >= 0, else 2 ** (e * log2|x|) with the sign rule of ``parity`` (1: odd integer,
+    0: even integer, -1: not an integer)."""
+    integral = float(e).is_integer()
+    small = integral and 0 <= e <= 8
+    parity = (int(e) % 2) if integral else -1
+    return {"int": int(e) if small else None, "value": repr(float(e)), "parity": parity}
+
+
+def lp_context(p: float) -> dict:
+    """Render context of lp pooling with norm_type ``p``: +-inf is a max of +-|x| (torch's
+    max_pool of |x|, and minus that of -|x|), a finite p a sum of x ** p (_lp_math.py.jinja)."""
+    if math.isinf(p):
+        return {"lp_inf": 1 if p > 0 else -1, "lp_tap_doc": "|x|" if p > 0 else "-|x|"}
+    return {
+        "lp_inf": 0,
+        "lp_tap_doc": f"x ** {p:g}",
+        "lp_p": _exponent(p),
+        "lp_root": _exponent(1.0 / p),
+        "lp_coef": _exponent(1.0 / p - 1.0),
+        "lp_grad": _exponent(p - 1.0),
     }
 
 
@@ -89,10 +118,13 @@ def forward_context(
     """Render context of the forward kernel. ``align_in``/``align_out``: see ``alignment``;
     ``wide_indices``: the input's spatial volume needs int64 argmax tracking."""
     ctx = _window_context(spec)
-    suffix = "_idx" if with_indices and spec.reduction == "max" else ""
+    with_state = with_indices and spec.reduction in ("max", "lp")
+    with_sums = with_state and spec.kind == "avg"  # lp's state for a finite p
+    suffix = ("_sums" if with_sums else "_idx") if with_state else ""
     ctx.update(
         kernel_name=f"{spec.op_name}_fwd_{ctx['tile']}{suffix}",
-        with_indices=with_indices and spec.reduction == "max",
+        with_indices=with_state and not with_sums,
+        with_sums=with_sums,
         w_taps=segment_taps(spec) if ctx["tile"] == "rows" else None,
         ALIGN_IN=align_in,
         ALIGN_OUT=align_out,
@@ -101,15 +133,20 @@ def forward_context(
     return ctx
 
 
-def backward_context(spec: WindowPoolSpec, align_in: int = 1, align_out: int = 1) -> dict:
+def backward_context(
+    spec: WindowPoolSpec, align_in: int = 1, align_out: int = 1, align_x: int = 1
+) -> dict:
     """Render context of the backward kernel; ``align_in`` is grad_in's, ``align_out``
-    grad_out's and the indices'."""
+    grad_out's and the indices', ``align_x`` the input's (lp only)."""
     ctx = _window_context(spec)
     for axis in "DHW":
         span = (ctx["K" + axis] - 1) * ctx["D" + axis] + 1
         ctx["N" + axis] = -(-span // ctx["S" + axis])
     ctx.update(
-        kernel_name=f"{spec.op_name}_bwd_{ctx['tile']}", ALIGN_IN=align_in, ALIGN_OUT=align_out
+        kernel_name=f"{spec.op_name}_bwd_{ctx['tile']}",
+        ALIGN_IN=align_in,
+        ALIGN_OUT=align_out,
+        ALIGN_X=align_x,
     )
     return ctx
 
@@ -172,14 +209,16 @@ def as_5d(t: torch.Tensor) -> torch.Tensor:
 
 def returns_channels_last(x: torch.Tensor, reduction: str, ndim: int) -> bool:
     """Whether torch returns the output (and the input gradient) of this pool channels-last for
-    batched ``x``: when ``x`` is, except for avg_pool3d, which is always contiguous."""
+    batched ``x``: when ``x`` is, except for avg_pool3d, which is always contiguous.
+    ``reduction``: a spec's ``kind`` (lp's output is its avg_pool's or, for +-inf, max_pool's;
+    lp's gradient always has the input's layout)."""
     return is_channels_last(x, ndim) and not (reduction == "avg" and ndim == 3)
 
 
 def empty_output(x: torch.Tensor, spec: WindowPoolSpec, dtype=None) -> torch.Tensor:
     """Output for batched ``x`` in the memory format torch returns."""
     shape = (*x.shape[:2], *spec.output_size(x.shape[2:]))
-    strides = output_strides(shape, returns_channels_last(x, spec.reduction, spec.ndim))
+    strides = output_strides(shape, returns_channels_last(x, spec.kind, spec.ndim))
     return torch.empty_strided(shape, strides, dtype=dtype or x.dtype, device=x.device)
 
 
@@ -257,9 +296,11 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     meta included), launch None when there is nothing to compute."""
     spec = spec.with_tensor(x)
     out = empty_output(x, spec)
-    with_indices = with_indices and spec.reduction == "max"
+    with_indices = with_indices and spec.reduction in ("max", "lp")
     idx = (
-        empty_output(x, spec, torch.int64) if with_indices else out.new_empty(0, dtype=torch.int64)
+        empty_output(x, spec, state_dtype(spec, x.dtype))
+        if with_indices
+        else out.new_empty(0, dtype=torch.int64)
     )
     if out.numel() == 0:
         return out, idx, None
@@ -301,8 +342,17 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     return out, idx, _window_launch(FORWARD, ctx, spec, args, problem)
 
 
+def state_dtype(spec: WindowPoolSpec, dtype: torch.dtype) -> torch.dtype:
+    """dtype of what the forward keeps for the backward: int64 argmax indices for a max (max,
+    lp with p = +-inf), lp's window sums of x ** p in the accumulator's dtype otherwise."""
+    if spec.kind == "max":
+        return torch.int64
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
-    """Pool batched ``x``; returns (out, indices) with indices empty unless asked for."""
+    """Pool batched ``x``; returns (out, indices) with indices empty unless asked for. For lp,
+    ``with_indices`` asks for the backward's state instead (see state_dtype)."""
     out, idx, kernel_launch = plan_forward(x, spec, with_indices)
     if kernel_launch is not None:
         kernel_launch.run()
@@ -315,26 +365,29 @@ def plan_backward(
     input_shape,
     channels_last: bool,
     spec: WindowPoolSpec,
+    x: torch.Tensor | None = None,
 ):
     """(grad_in, launch) with grad_in allocated (not filled), launch None when either side is
-    empty."""
+    empty. ``indices``: lp's forward state; ``x``: the batched input (lp only)."""
     grad_in = empty_like_input(input_shape, channels_last, grad_out)
     spec = spec.with_tensor(grad_in)
     if grad_in.numel() == 0 or grad_out.numel() == 0:
         return grad_in, None
     g5, i5 = as_5d(grad_out), as_5d(grad_in)
     k5 = as_5d(indices) if indices is not None else g5
+    x5 = (as_5d(x),) if spec.reduction == "lp" else ()
     N, C = i5.shape[:2]
     ID, IH, IW = _sizes(i5)
     tile = "channels" if spec.layout == CHANNELS_LAST else "rows"
     inner_dim = INNER_DIM[tile]
     if tile == "rows":  # grad_out is gathered along W: only grad_in's stores can be vectorised
         a_in, a_out = alignment(i5, inner_dim, IW), 1
+        a_x = min((alignment(t, inner_dim, IW) for t in x5), default=1)
         sizes = (C, ID, IH, IW // a_in)
     else:  # C is every tensor's contiguous extent: one alignment for all
-        a_in = a_out = min(alignment(t, inner_dim, C) for t in (i5, g5, k5))
+        a_in = a_out = a_x = min(alignment(t, inner_dim, C) for t in (i5, g5, k5, *x5))
         sizes = (C // a_in, ID, IH, IW)
-    ctx = backward_context(spec, a_in, a_out)
+    ctx = backward_context(spec, a_in, a_out, a_x)
     if tile == "rows":
         outer, inner = N * C * ID * IH, IW
     else:
@@ -344,12 +397,14 @@ def plan_backward(
         g5,
         k5,
         grad_in,
+        *x5,
         *sizes,
         *_sizes(g5),
         outer,
         *scaled_strides(g5, inner_dim, a_out),
         *scaled_strides(k5, inner_dim, a_out),
         *scaled_strides(i5, inner_dim, a_in),
+        *(s for t in x5 for s in scaled_strides(t, inner_dim, a_x)),
     )
     problem = {"outer": outer, "inner": inner, "inner_step": 1, "dtype": spec.dtype}
     return grad_in, _window_launch(BACKWARD, ctx, spec, args, problem)
@@ -361,9 +416,11 @@ def backward(
     input_shape,
     channels_last: bool,
     spec: WindowPoolSpec,
+    x: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Gradient of the batched input, gathered from grad_out (and the argmax for max)."""
-    grad_in, kernel_launch = plan_backward(grad_out, indices, input_shape, channels_last, spec)
+    """Gradient of the batched input, gathered from grad_out (and the argmax for max; lp: its
+    forward state and the input ``x``)."""
+    grad_in, kernel_launch = plan_backward(grad_out, indices, input_shape, channels_last, spec, x)
     if kernel_launch is not None:
         kernel_launch.run()
     elif grad_in.numel() != 0:  # no output, so no gradient reaches the input
