@@ -21,6 +21,14 @@ from .nn_global import (
     GlobalMaxPooling3D,
     SelectGlobalPool,
 )
+from .nn_keras_pool import (
+    AveragePooling1D,
+    AveragePooling2D,
+    AveragePooling3D,
+    MaxPooling1D,
+    MaxPooling2D,
+    MaxPooling3D,
+)
 
 __all__ = [
     "MaxPool1d",
@@ -32,6 +40,12 @@ __all__ = [
     "LPPool1d",
     "LPPool2d",
     "LPPool3d",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
     "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "GlobalMaxPooling3D",
