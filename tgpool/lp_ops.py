@@ -4,8 +4,21 @@ torch's lp_pool is a composite, ``avg_pool(x.pow(p)) -> sign * relu(abs) -> .mul
 .pow(1 / p)`` (max_pool of |x| for p = inf, minus max_pool of -|x| for -inf). Here one forward
 kernel reads each input element once and writes the output (and, when autograd needs it, its
 state: the window sums of x ** p, or the argmax of +-|x|); one backward kernel gathers the input
-gradient (deterministic, no atomics). Values and gradients are the composite's, including its
-rules at the edges (see tgpool.lp_functional).
+gradient (deterministic, no atomics). Values and gradients are the composite's:
+
+    out = (sum over the window of x ** p * prod(kernel_size) / count) ** (1 / p)
+
+- ``count`` is the number of input elements in the window: ceil_mode's partial windows are
+  divided by what they hold and multiplied by the full window size, as torch's avg_pool does.
+- p = inf is max |x|, p = -inf min |x|; their gradient goes to the first extremum times sign(x).
+- Negative sums (odd p, negative inputs) give NaN unless 1 / p is an integer (p = 1: the sum);
+  a negative input with a non-integer p gives NaN (x ** 2.5), as torch's pow.
+- A window whose sum is 0 has gradient 0 (torch's relu in the composite), never the inf / NaN
+  of 0 ** (1 / p - 1).
+- Computed in fp32 (fp64 for fp64) from the input and rounded once; torch rounds every stage to
+  the input dtype, so a float16 x ** p beyond 65504 is inf in torch and finite here.
+- norm_type 0 raises ZeroDivisionError (torch's 1 / p), NaN ValueError (torch returns NaNs);
+  double backward raises NotImplementedError.
 
 Autograd graph:
     lp_pool -> lp_pool_backward (gather: sums or argmax, and the input); no double backward
