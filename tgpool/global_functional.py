@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from . import global_ops, global_reference, runtime
+from .global_layout import collapses
 from .spec import DTYPES
 
 __all__ = ["global_pool", "global_max_pool", "global_avg_pool", "gem", "ragged_pool"]
@@ -111,12 +112,6 @@ def _check_input(input, op: str) -> None:
 # --- dense inputs ---------------------------------------------------------------------------------
 
 
-def _collapsible(t: Tensor, dims: range) -> bool:
-    """Whether ``dims`` of ``t`` can be read as one strided dim (no copy needed)."""
-    dims = [d for d in dims if t.shape[d] != 1]
-    return all(t.stride(a) == t.stride(b) * t.shape[b] for a, b in zip(dims[:-1], dims[1:]))
-
-
 def _p_tensor(p, x: Tensor) -> Tensor:
     """The power as the kernels read it: a one-element device tensor (no host synchronisation for
     a learnable p; a number is exact in the accumulator dtype)."""
@@ -161,7 +156,7 @@ def global_pool(
 
     spatial = range(1, input.dim() - 1) if channels_last else range(2, input.dim())
     if runtime.uses_triton(input):
-        x = input if _collapsible(input, spatial) else input.contiguous()
+        x = input if collapses(input, spatial) else input.contiguous()
         values = _pool_triton(
             x,
             mask,
