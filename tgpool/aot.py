@@ -28,6 +28,7 @@ worker process with the interpreter off; inspect_many compiles many problems in 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import importlib.util
@@ -479,10 +480,12 @@ def _inspect_in_worker(call: dict):
 
 @contextlib.contextmanager
 def _compiling_processes(processes: int):
-    """Fresh Python processes with the interpreter off (spawned: nothing inherited)."""
-    with _interpreter_off():
-        pool = multiprocessing.get_context("spawn").Pool(processes)
-    with pool:
+    """Fresh Python processes with the interpreter off (spawned: nothing inherited). An executor,
+    not a multiprocessing.Pool: a worker that dies raises BrokenProcessPool instead of hanging."""
+    context = multiprocessing.get_context("spawn")
+    # workers start on demand, so the interpreter stays off (in the environment they copy) for
+    # the whole block; this process only waits meanwhile
+    with _interpreter_off(), concurrent.futures.ProcessPoolExecutor(processes, context) as pool:
         yield pool
 
 
@@ -499,7 +502,7 @@ def inspect_many(
         results = [_inspect_in_worker(call) for call in calls]
     else:
         with _compiling_processes(max(processes, 1)) as pool:
-            results = pool.map(_inspect_in_worker, calls, chunksize=1)
+            results = list(pool.map(_inspect_in_worker, calls))
     for r in results:
         if isinstance(r, Exception) and not return_exceptions:
             raise r
