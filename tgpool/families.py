@@ -13,7 +13,20 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 
-WINDOW_OPS = ("max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d")
+#: max and lp ops (lp: max of |x| for an infinite norm) come first: index_gather serves max only
+WINDOW_OPS = (
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
+)
+#: window ops whose planner also knows lp and padding="same" / "valid"
+_WINDOW_PLANNER = "tgpool.window_plans:plan_pool_op"
 #: global pooling: global_max_pool, global_avg_pool and gem are global_pool with a reduction
 GLOBAL_OPS = ("global_pool", "ragged_pool")
 
@@ -41,7 +54,7 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family(
             "window_pool_fwd",
-            "max/avg pooling forward over a sliding window (optionally writing argmax indices)",
+            "max/avg/lp pooling forward over a sliding window (optionally writing argmax indices)",
             WINDOW_OPS,
             {
                 "op": "max_pool2d",
@@ -49,10 +62,11 @@ FAMILIES: dict[str, Family] = {
                 "direction": "fwd",
                 **_RESNET_STEM,
             },
+            planner=_WINDOW_PLANNER,
         ),
         Family(
             "window_pool_bwd",
-            "max/avg pooling input gradient, gathered per input position (no atomics)",
+            "max/avg/lp pooling input gradient, gathered per input position (no atomics)",
             WINDOW_OPS,
             {
                 "op": "avg_pool2d",
@@ -60,6 +74,7 @@ FAMILIES: dict[str, Family] = {
                 "direction": "bwd",
                 **_RESNET_STEM,
             },
+            planner=_WINDOW_PLANNER,
         ),
         Family(
             "index_gather",
