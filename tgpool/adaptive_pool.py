@@ -58,6 +58,11 @@ def window_dtype(sizes, outs) -> str:
     return "tl.int32" if biggest < 2**31 else "tl.int64"
 
 
+def position_dtype(sizes, outs) -> str:
+    """int32 positions (window bounds, covering outputs) when every extent fits it."""
+    return "tl.int32" if max((*sizes, *outs), default=0) < 2**31 - 1 else "tl.int64"
+
+
 def is_global(output_size) -> bool:
     """Output size 1 in every dim: global pooling, run by the global-pool kernels."""
     return all(o == 1 for o in output_size)
@@ -117,9 +122,19 @@ def tile_of(t5: torch.Tensor) -> str:
 # --- variants -------------------------------------------------------------------------------------
 
 
-def context(family, reduction, ndim, tile, dtype, with_indices, win, aligns, coord_extent, wide):
-    """Render context of one kernel variant. ``aligns``: (ALIGN_IN, ALIGN_OUT, ALIGN_C);
-    ``wide``: the input's spatial volume needs int64 argmax tracking."""
+def offset_dtype(*tensors: torch.Tensor) -> str:
+    """int32 element offsets when the farthest element of every tensor is within reach of them
+    (cheaper arithmetic, half the registers), else int64. Lanes past the edges are masked, so an
+    offset they overflow is never dereferenced."""
+    farthest = max(sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) for t in tensors)
+    return "tl.int32" if farthest < 2**31 - 2**24 else "tl.int64"
+
+
+def context(family, reduction, ndim, tile, dtype, with_indices, extents, aligns, tensors):
+    """Render context of one kernel variant. ``extents``: the input's and output's spatial sizes
+    and the flattened outer extent (which decide the integer widths); ``aligns``: (ALIGN_IN,
+    ALIGN_OUT, ALIGN_C); ``tensors``: those the kernel addresses."""
+    sizes, outs, coord_extent = extents
     with_indices = with_indices and reduction == "max"
     suffix = "_idx" if with_indices else ""
     short = "fwd" if family == FORWARD else "bwd"
@@ -131,8 +146,11 @@ def context(family, reduction, ndim, tile, dtype, with_indices, win, aligns, coo
         "tile": tile,
         "with_indices": with_indices,
         "acc": "tl.float64" if dtype == torch.float64 else "tl.float32",
-        "win": win,
-        "index_dtype": "tl.int64" if wide else "tl.int32",
+        "win": window_dtype(sizes, outs),
+        "pos": position_dtype(sizes, outs),
+        # flat spatial indices: int32 whenever the input's spatial volume fits
+        "index_dtype": "tl.int64" if math.prod(sizes) > 2**31 - 1 else "tl.int32",
+        "off": offset_dtype(*tensors),
         "ALIGN_IN": a_in,
         "ALIGN_OUT": a_out,
         "ALIGN_C": a_c,
@@ -141,9 +159,23 @@ def context(family, reduction, ndim, tile, dtype, with_indices, win, aligns, coo
     return with_coordinates(ctx, coord_extent)
 
 
+#: the rows tiles' ``inner_step`` for the launch heuristic (launch.heuristic sizes tiles by
+#: ``inner_step`` elements per column): a row's lanes keep their window bounds, offsets and
+#: running max/sum live across the run-time window loops, several times the state of a window-pool
+#: lane, and ptxas spills a few bytes to reach its occupancy targets. At the heuristic's tiles (4
+#: to 8 elements per thread) the 3-D max forward with indices took 80 registers and spilled 24 to
+#: 40 bytes, the 3-D backward 8 bytes (sm_80, sm_90a); at one element per thread (a weight of 4)
+#: nothing spills in fp16, bf16 or fp32 (tests/test_adaptive_aot.py). The price: the rows
+#: backward stores grad_in rows 16 to 64 bits wide instead of 128. Channels tiles carry the state
+#: per position, shared by the channels: they keep the heuristic's tile and 128-bit accesses.
+ROWS_STEP = {FORWARD: 4, BACKWARD: 4}
+
+
 def _launch(family, ctx, args, outer, inner, dtype, vector) -> KernelLaunch:
     names = ("BLOCK_R", "BLOCK_W") if ctx["tile"] == "rows" else ("BLOCK_P", "BLOCK_C")
     problem = {"outer": outer, "inner": inner, "dtype": DTYPES[dtype], "vector": vector}
+    if ctx["tile"] == "rows":
+        problem["inner_step"] = ROWS_STEP[family]
     return KernelLaunch(
         family,
         ctx,
@@ -200,10 +232,9 @@ def plan_forward(x: torch.Tensor, output_size, reduction: str, with_indices: boo
         tile,
         x.dtype,
         with_indices,
-        window_dtype(sizes, outs),
+        (sizes, outs, outer),
         (a_in, a_out, a_c),
-        outer,
-        math.prod(sizes) > 2**31 - 1,
+        (x, out, *([idx] if with_indices else [])),
     )
     inner_dim = 4 if tile == "rows" else 1
     args = (
@@ -282,10 +313,9 @@ def plan_backward(grad_out, indices, input_size, channels_last: bool, reduction:
         tile,
         grad_out.dtype,
         False,
-        window_dtype(sizes, outs),
+        (sizes, outs, outer),
         (a_in, a_out, a_c),
-        outer,
-        False,
+        (grad_out, grad_in, *([indices] if reduction == "max" else [])),
     )
     inner_dim = 4 if tile == "rows" else 1
     args = (
