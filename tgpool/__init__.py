@@ -10,6 +10,12 @@ custom op -> API.
 
 from . import functional, nn, ops  # noqa: F401  (ops registers the tgpool:: custom ops)
 from .functional import (  # noqa: F401
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
     avg_pool1d,
     avg_pool2d,
     avg_pool3d,
@@ -17,6 +23,9 @@ from .functional import (  # noqa: F401
     global_avg_pool,
     global_max_pool,
     global_pool,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
     max_pool1d,
     max_pool2d,
     max_pool3d,

@@ -48,6 +48,8 @@ class Family:
 
 _RESNET_STEM = {"kernel_size": 3, "stride": 2, "padding": 1}
 _GLOBAL_PLANNER = "tgpool.global_kernels:plan_global_op"
+ADAPTIVE_OPS = tuple(f"adaptive_{r}_pool{n}d" for r in ("avg", "max") for n in (1, 2, 3))
+_ADAPTIVE_PLANNER = "tgpool.adaptive_pool:plan_adaptive_op"
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -112,6 +114,31 @@ FAMILIES: dict[str, Family] = {
                 "direction": "bwd",
             },
             planner=_GLOBAL_PLANNER,
+        ),
+        Family(
+            "adaptive_pool_fwd",
+            "adaptive max/avg pooling forward: windows floor(o*I/O)..ceil((o+1)*I/O), any size",
+            ADAPTIVE_OPS,
+            {
+                "op": "adaptive_avg_pool2d",
+                "input_shape": (32, 512, 14, 14),
+                "output_size": (7, 7),
+                "direction": "fwd",
+            },
+            planner=_ADAPTIVE_PLANNER,
+        ),
+        Family(
+            "adaptive_pool_bwd",
+            "adaptive max/avg pooling input gradient, gathered from the outputs covering it",
+            ADAPTIVE_OPS,
+            {
+                "op": "adaptive_max_pool2d",
+                "input_shape": (16, 64, 10, 10),
+                "output_size": (4, 4),
+                "direction": "bwd",
+                "with_indices": True,
+            },
+            planner=_ADAPTIVE_PLANNER,
         ),
     )
 }

@@ -20,6 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import lp_ops, ops, padding_reference, runtime
+from .adaptive_functional import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+)
 from .global_functional import gem, global_avg_pool, global_max_pool, global_pool, ragged_pool
 from .spec import DTYPES, PADDING_STRINGS, WindowPoolSpec, same_padding, window_spec
 
@@ -38,6 +46,12 @@ __all__ = [
     "lp_pool1d",
     "lp_pool2d",
     "lp_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
 ]
 
 

@@ -9,6 +9,14 @@ from __future__ import annotations
 import torch
 
 from . import functional as F
+from .nn_adaptive import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
+)
 from .nn_global import (
     GeM,
     GlobalAveragePooling1D,
@@ -31,6 +39,12 @@ from .nn_keras_pool import (
 )
 
 __all__ = [
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
