@@ -236,3 +236,39 @@ def backward(grad_out, indices, samples, input_size, kernel_size) -> torch.Tenso
     elif grad_in.numel() != 0:
         grad_in.zero_()
     return grad_in
+
+
+# --- ahead-of-time planning -----------------------------------------------------------------------
+
+
+def plan_fractional_op(
+    op: str,
+    input_shape,
+    dtype=torch.float16,
+    layout: str = "channels_first",
+    *,
+    direction: str = "fwd",
+    kernel_size=2,
+    output_size=None,
+    output_ratio=0.5,
+) -> list[KernelLaunch]:
+    """The launches of ``op`` ("fractional_max_pool2d" / "3d") on meta tensors, for
+    ahead-of-time compilation (aot.plan_window_op's signature): "fwd" the forward, "bwd" the
+    gather of the input gradient (the backward's double backward is ops.index_gather's)."""
+    from torch.nn.modules.utils import _ntuple
+
+    from .aot import meta_tensor
+
+    ndim = int(op.removeprefix("fractional_max_pool").removesuffix("d"))
+    expand = _ntuple(ndim)
+    spatial = input_shape[2:]
+    k = list(expand(kernel_size))
+    if output_size is None:
+        output_size = [int(i * r) for i, r in zip(spatial, expand(output_ratio))]
+    size = list(expand(output_size))
+    x = meta_tensor(input_shape, dtype, layout == "channels_last")
+    samples = torch.empty((input_shape[0], input_shape[1], ndim), dtype=dtype, device="meta")
+    if direction == "fwd":
+        return [plan_forward(x, samples, k, size)[2]]
+    out, idx = empty_outputs(x, size)
+    return [plan_backward(torch.empty_like(out), idx, samples, list(input_shape), k)[1]]

@@ -200,3 +200,47 @@ def check_indices_in_range(indices: torch.Tensor, output_size) -> None:
             f"Found an invalid max index: {value} (output volumes are of size "
             f"{'x'.join(map(str, dims))})"
         )
+
+
+# --- ahead-of-time planning -----------------------------------------------------------------------
+
+
+def plan_unpool_op(
+    op: str,
+    input_shape,
+    dtype=torch.float16,
+    layout: str = "channels_first",
+    *,
+    direction: str = "fwd",
+    kernel_size=2,
+    stride=None,
+    padding=0,
+    output_size=None,
+) -> list[KernelLaunch]:
+    """The launches of ``op`` ("max_unpool1d" .. "max_unpool3d") on meta tensors, for
+    ahead-of-time compilation (aot.plan_window_op's signature): ``input_shape`` is the pooled
+    tensor's (N, C, *spatial) in ``layout``, its indices laid out alike; "fwd" the unpooling,
+    "bwd" the gather of the input gradient, "double_bwd" the unpooling of a gradient."""
+    from torch.nn.modules.utils import _ntuple
+
+    from .aot import meta_tensor
+
+    ndim = int(op.removeprefix("max_unpool").removesuffix("d"))
+    expand = _ntuple(ndim)
+    k = expand(kernel_size)
+    s = expand(stride) if stride is not None else k
+    p = expand(padding)
+    spatial = input_shape[2:]
+    size = list(
+        output_size or [(i - 1) * ss + kk - 2 * pp for i, kk, ss, pp in zip(spatial, k, s, p)]
+    )
+    channels_last = layout == "channels_last"
+    x = meta_tensor(input_shape, dtype, channels_last)
+    idx = meta_tensor(input_shape, torch.int64, channels_last)
+    if direction == "fwd":
+        return [plan_forward(x, idx, size, channels_last and ndim == 2)[1]]
+    if direction == "bwd":
+        grad_out = empty_output(x, size, channels_last and ndim == 2)
+        return [plan_backward(grad_out, idx)[1]]
+    grad_grad_in = torch.empty(tuple(input_shape), dtype=dtype, device="meta")
+    return [plan_forward(grad_grad_in, idx, size, False)[1]]
