@@ -251,6 +251,7 @@ def plan_fractional_op(
     kernel_size=2,
     output_size=None,
     output_ratio=0.5,
+    with_indices: bool = False,  # accepted as every planner does; nothing changes with it
 ) -> list[KernelLaunch]:
     """The launches of ``op`` ("fractional_max_pool2d" / "3d") on meta tensors, for
     ahead-of-time compilation (aot.plan_window_op's signature): "fwd" the forward, "bwd" the

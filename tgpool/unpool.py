@@ -216,6 +216,7 @@ def plan_unpool_op(
     stride=None,
     padding=0,
     output_size=None,
+    with_indices: bool = False,  # accepted as every planner does; nothing changes with it
 ) -> list[KernelLaunch]:
     """The launches of ``op`` ("max_unpool1d" .. "max_unpool3d") on meta tensors, for
     ahead-of-time compilation (aot.plan_window_op's signature): ``input_shape`` is the pooled
