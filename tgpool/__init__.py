@@ -19,6 +19,8 @@ from .functional import (  # noqa: F401
     avg_pool1d,
     avg_pool2d,
     avg_pool3d,
+    fractional_max_pool2d,
+    fractional_max_pool3d,
     gem,
     global_avg_pool,
     global_max_pool,
@@ -29,6 +31,9 @@ from .functional import (  # noqa: F401
     max_pool1d,
     max_pool2d,
     max_pool3d,
+    max_unpool1d,
+    max_unpool2d,
+    max_unpool3d,
     ragged_pool,
 )
 

@@ -50,6 +50,8 @@ _RESNET_STEM = {"kernel_size": 3, "stride": 2, "padding": 1}
 _GLOBAL_PLANNER = "tgpool.global_kernels:plan_global_op"
 ADAPTIVE_OPS = tuple(f"adaptive_{r}_pool{n}d" for r in ("avg", "max") for n in (1, 2, 3))
 _ADAPTIVE_PLANNER = "tgpool.adaptive_pool:plan_adaptive_op"
+UNPOOL_OPS = ("max_unpool1d", "max_unpool2d", "max_unpool3d")
+FRACTIONAL_OPS = ("fractional_max_pool2d", "fractional_max_pool3d")
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -139,6 +141,44 @@ FAMILIES: dict[str, Family] = {
                 "with_indices": True,
             },
             planner=_ADAPTIVE_PLANNER,
+        ),
+        Family(
+            "max_unpool_fwd",
+            "max unpooling: zero fill, then each value stored at its index (no atomics)",
+            UNPOOL_OPS,
+            {"op": "max_unpool2d", "input_shape": (8, 64, 56, 56), "kernel_size": 2},
+            planner="tgpool.unpool:plan_unpool_op",
+        ),
+        Family(
+            "max_unpool_bwd",
+            "max unpooling input gradient: a gather at the indices",
+            UNPOOL_OPS,
+            {
+                "op": "max_unpool2d",
+                "input_shape": (8, 64, 56, 56),
+                "kernel_size": 2,
+                "direction": "bwd",
+            },
+            planner="tgpool.unpool:plan_unpool_op",
+        ),
+        Family(
+            "fractional_max_pool_fwd",
+            "fractional max pooling: ATen's per-plane interval rule, windows gathered per output",
+            FRACTIONAL_OPS,
+            {"op": "fractional_max_pool2d", "input_shape": (8, 64, 56, 56), "output_size": 32},
+            planner="tgpool.fractional_pool:plan_fractional_op",
+        ),
+        Family(
+            "fractional_max_pool_bwd",
+            "fractional max pooling input gradient: a gather over the covering windows",
+            FRACTIONAL_OPS,
+            {
+                "op": "fractional_max_pool2d",
+                "input_shape": (8, 64, 56, 56),
+                "output_size": 32,
+                "direction": "bwd",
+            },
+            planner="tgpool.fractional_pool:plan_fractional_op",
         ),
     )
 }

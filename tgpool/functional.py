@@ -29,6 +29,13 @@ from .adaptive_functional import (
     adaptive_max_pool3d,
 )
 from .global_functional import gem, global_avg_pool, global_max_pool, global_pool, ragged_pool
+from .pool_functional_extra import (
+    fractional_max_pool2d,
+    fractional_max_pool3d,
+    max_unpool1d,
+    max_unpool2d,
+    max_unpool3d,
+)
 from .spec import DTYPES, PADDING_STRINGS, WindowPoolSpec, same_padding, window_spec
 
 __all__ = [
@@ -52,6 +59,11 @@ __all__ = [
     "adaptive_max_pool1d",
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
+    "fractional_max_pool2d",
+    "fractional_max_pool3d",
 ]
 
 
