@@ -172,7 +172,6 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     in_sizes, out_sizes = tuple(x5.shape[2:]), tuple(o5.shape[2:])
     tile = "channels" if spec.layout == CHANNELS_LAST else "rows"
     index_torch, index_tl = _index_dtype(in_sizes)
-    w = spec.as_3d()
     axes = pass_axes(spec)
     src, src_idx = x5, x5
     sizes = list(in_sizes)
@@ -204,7 +203,7 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
             last=last,
             with_indices=with_indices,
             index_dtype=index_tl,
-            loop="tl.static_range" if w["kernel"][axis] <= MAX_UNROLLED_TAPS else "range",
+            loop="range",  # a run-time loop: unrolled taps spill in the 3-D passes (AOT, sm_90a)
             **{f"init_{AXES[a].lower()}": v for a, v in init.items()},
             **{f"here_{AXES[a].lower()}": v for a, v in here.items()},
         )
@@ -284,7 +283,7 @@ def plan_backward(
             NCAND=ncand,
             index_dtype=index_tl,
             div_args=div_args,
-            loop="tl.static_range" if ncand <= MAX_UNROLLED_TAPS else "range",
+            loop="range",  # unrolling 13+ candidates with their indices spills (AOT, sm_90a)
         )
         args = (
             src,
@@ -322,3 +321,36 @@ def backward(
     if not launches and grad_in.numel() != 0:  # no output, so no gradient reaches the input
         grad_in.zero_()
     return grad_in
+
+
+# --- ahead-of-time planning -----------------------------------------------------------------------
+
+
+def plan_large_window_op(
+    op: str,
+    input_shape,
+    dtype=torch.float16,
+    layout: str = "channels_first",
+    *,
+    direction: str = "fwd",
+    with_indices: bool = False,
+    **window,
+) -> list[KernelLaunch]:
+    """The launches of this path for ``op`` ("max_pool2d", "avg_pool3d", ...) on a meta input
+    (aot.plan_window_op's signature): "fwd" the passes of the forward, "bwd" the gather passes
+    (after the forward that writes the indices for max)."""
+    from .aot import meta_tensor, op_spec
+
+    spec = op_spec(op, **window)
+    x = meta_tensor(input_shape, dtype, layout == "channels_last")
+    if direction == "fwd":
+        return plan_forward(x, spec, with_indices)[2]
+    out, idx, forward_launches = plan_forward(x, spec, spec.reduction == "max")
+    grad_in, gather = plan_backward(
+        torch.empty_like(out),
+        idx if spec.reduction == "max" else None,
+        list(x.shape),
+        layout == "channels_last" and not (spec.reduction == "avg" and spec.ndim == 3),
+        spec,
+    )
+    return (forward_launches if spec.reduction == "max" else []) + gather
