@@ -81,7 +81,7 @@ def reports():
     with aot._interpreter_off():  # spawned workers must compile, not interpret
         pool = multiprocessing.get_context("spawn").Pool(2)
     with pool:
-        return pool.map(adaptive_pool.inspect_adaptive_op, calls, chunksize=1)
+        return list(pool.map(adaptive_pool.inspect_adaptive_op, calls))
 
 
 @pytest.mark.parametrize("index", range(len(CALLS)), ids=[c[0] for c in CALLS])

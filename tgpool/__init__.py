@@ -35,6 +35,7 @@ from .functional import (  # noqa: F401
     max_unpool2d,
     max_unpool3d,
     ragged_pool,
+    sppf,
 )
 
 __version__ = "0.1.0"

@@ -34,7 +34,7 @@ def inspect_planned(calls: list[dict], processes: int = 2) -> list[list[aot.Kern
     """For each call (planner, op, input_shape, dtype, layout, arch, planner keywords): the
     reports of its compiled launches. Raises the first failure."""
     with aot._compiling_processes(max(1, min(processes, len(calls)))) as pool:
-        results = list(pool.map(_compile, calls, chunksize=1))
+        results = list(pool.map(_compile, calls))
     for r in results:
         if isinstance(r, Exception):
             raise r

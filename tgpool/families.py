@@ -180,6 +180,48 @@ FAMILIES: dict[str, Family] = {
             },
             planner="tgpool.fractional_pool:plan_fractional_op",
         ),
+        Family(
+            "large_window_fwd",
+            "max/avg pooling of large windows: one separable pass per axis (argmax carried)",
+            WINDOW_OPS[:6],
+            {
+                "op": "max_pool2d",
+                "input_shape": (8, 64, 64, 64),
+                "direction": "fwd",
+                "kernel_size": 31,
+                "stride": 1,
+                "padding": 15,
+            },
+            planner="tgpool.large_window:plan_large_window_op",
+        ),
+        Family(
+            "large_window_bwd",
+            "large-window pooling input gradient: one gather pass per axis (no atomics)",
+            WINDOW_OPS[:6],
+            {
+                "op": "max_pool2d",
+                "input_shape": (8, 64, 64, 64),
+                "direction": "bwd",
+                "kernel_size": 31,
+                "stride": 1,
+                "padding": 15,
+            },
+            planner="tgpool.large_window:plan_large_window_op",
+        ),
+        Family(
+            "sppf_fwd",
+            "fused SPPF: x and its three chained 'same' max pools concatenated, one input read",
+            ("sppf",),
+            {"op": "sppf", "input_shape": (16, 256, 20, 20), "layout": "channels_last"},
+            planner="tgpool.sppf:plan_sppf_op",
+        ),
+        Family(
+            "sppf_bwd",
+            "fused SPPF input gradient: the x part plus the three pools' argmax gathers",
+            ("sppf",),
+            {"op": "sppf", "input_shape": (16, 256, 20, 20), "direction": "bwd"},
+            planner="tgpool.sppf:plan_sppf_op",
+        ),
     )
 }
 

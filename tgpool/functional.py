@@ -37,6 +37,7 @@ from .pool_functional_extra import (
     max_unpool3d,
 )
 from .spec import DTYPES, PADDING_STRINGS, WindowPoolSpec, same_padding, window_spec
+from .sppf_functional import sppf
 
 __all__ = [
     "global_pool",
@@ -64,6 +65,7 @@ __all__ = [
     "max_unpool3d",
     "fractional_max_pool2d",
     "fractional_max_pool3d",
+    "sppf",
 ]
 
 

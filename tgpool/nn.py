@@ -37,6 +37,7 @@ from .nn_keras_pool import (
     MaxPooling2D,
     MaxPooling3D,
 )
+from .nn_sppf import SPPFPool
 from .nn_unpool_fractional import (
     FractionalMaxPool2d,
     FractionalMaxPool3d,
@@ -46,6 +47,7 @@ from .nn_unpool_fractional import (
 )
 
 __all__ = [
+    "SPPFPool",
     "FractionalMaxPool2d",
     "FractionalMaxPool3d",
     "MaxUnpool1d",

@@ -59,7 +59,8 @@ def plan_pool_op(
 ) -> list[window_pool.KernelLaunch]:
     """The launches of ``op`` on a batched input of ``input_shape``: lp_pool*d (``norm_type``,
     ``kernel_size``, ``stride``, ``ceil_mode``; ``with_indices``: the forward keeps the
-    backward's state), max/avg pooling with a padding string, anything else as
+    backward's state), max/avg pooling with a padding string, large windows as
+    large_window.plan_large_window_op (as window_pool dispatches them), anything else as
     aot.plan_window_op."""
     m = _LP.fullmatch(op)
     if m:
@@ -96,6 +97,15 @@ def plan_pool_op(
             padding_end=after,
         )
         return _plan(spec, x, direction, with_indices)
+    window = {k: v for k, v in args.items() if k != "output_size"}
+    if direction in ("fwd", "bwd") and window_pool.takes_large_window_path(
+        aot.op_spec(op, **window)
+    ):
+        from . import large_window  # the separable passes window_pool.forward dispatches to
+
+        return large_window.plan_large_window_op(
+            op, input_shape, dtype, layout, direction=direction, with_indices=with_indices, **args
+        )
     return aot.plan_window_op(
         op, input_shape, dtype, layout, direction=direction, with_indices=with_indices, **args
     )
@@ -122,7 +132,7 @@ def inspect_calls(calls: list[dict], processes: int = 2) -> list[list]:
     """Compile each call's launches (plan_pool_op's arguments plus ``arch``) in fresh worker
     processes; a failed call raises its AOTError."""
     with aot._compiling_processes(max(1, min(processes, len(calls)))) as pool:
-        results = pool.map(_compile, calls, chunksize=1)
+        results = list(pool.map(_compile, calls))
     for r in results:
         if isinstance(r, Exception):
             raise r

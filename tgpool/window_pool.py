@@ -350,9 +350,23 @@ def state_dtype(spec: WindowPoolSpec, dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def takes_large_window_path(spec: WindowPoolSpec) -> bool:
+    """Max and avg windows that large_window.prefer picks (more than 64 taps over two or more
+    axes) run its separable passes; lp and asymmetric ('same') padding stay on these kernels."""
+    if spec.reduction not in ("max", "avg") or spec.padding_end is not None:
+        return False
+    from . import large_window  # imports this module: imported when first needed
+
+    return large_window.prefer(spec)
+
+
 def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     """Pool batched ``x``; returns (out, indices) with indices empty unless asked for. For lp,
     ``with_indices`` asks for the backward's state instead (see state_dtype)."""
+    if takes_large_window_path(spec):
+        from . import large_window
+
+        return large_window.forward(x, spec, with_indices)
     out, idx, kernel_launch = plan_forward(x, spec, with_indices)
     if kernel_launch is not None:
         kernel_launch.run()
@@ -420,6 +434,10 @@ def backward(
 ) -> torch.Tensor:
     """Gradient of the batched input, gathered from grad_out (and the argmax for max; lp: its
     forward state and the input ``x``)."""
+    if takes_large_window_path(spec):
+        from . import large_window
+
+        return large_window.backward(grad_out, indices, input_shape, channels_last, spec)
     grad_in, kernel_launch = plan_backward(grad_out, indices, input_shape, channels_last, spec, x)
     if kernel_launch is not None:
         kernel_launch.run()
