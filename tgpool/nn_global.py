@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import global_functional as GF
+from .keras_compat import DATA_FORMATS, KerasLayer, join_shape, keras_data_format, split_shape
 
 __all__ = [
     "GlobalMaxPooling1D",
@@ -42,18 +43,6 @@ __all__ = [
     "SelectGlobalPool",
 ]
 
-DATA_FORMATS = ("channels_first", "channels_last")
-
-#: Keras dtype policy names -> the dtype a layer computes in ("mixed_*": compute in 16 bits)
-_KERAS_COMPUTE_DTYPES = {
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "mixed_float16": torch.float16,
-    "mixed_bfloat16": torch.bfloat16,
-}
-
 
 def _check_data_format(data_format) -> str:
     if data_format not in DATA_FORMATS:
@@ -66,43 +55,13 @@ def _check_data_format(data_format) -> str:
 # --- Keras 3 layers -------------------------------------------------------------------------------
 
 
-def _keras_data_format(data_format) -> str:
-    """Keras's ``standardize_data_format``: None is Keras's default image data format (no
-    ``keras.json`` is read here: "channels_last"), names are case-insensitive."""
-    if data_format is None:
-        return "channels_last"
-    data_format = str(data_format).lower()
-    if data_format not in DATA_FORMATS:
-        raise ValueError(
-            "The `data_format` argument must be one of {'channels_first', 'channels_last'}. "
-            f"Received: data_format={data_format}"
-        )
-    return data_format
-
-
-def _keras_compute_dtype(dtype) -> torch.dtype | None:
-    if dtype is None:
-        return None
-    if isinstance(dtype, torch.dtype):
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
-        return dtype
-    name = getattr(dtype, "name", dtype)  # a Keras DTypePolicy has a name
-    if name not in _KERAS_COMPUTE_DTYPES:
-        raise ValueError(
-            f"Cannot interpret dtype {dtype!r}: expected a torch floating dtype or one of "
-            f"{', '.join(_KERAS_COMPUTE_DTYPES)}"
-        )
-    return _KERAS_COMPUTE_DTYPES[name]
-
-
 def _bool_mask(mask, device) -> Tensor:
     """Keras casts a mask to bool before pooling: any non-zero value marks a valid step."""
     mask = torch.as_tensor(mask, device=device)
     return mask if mask.dtype == torch.bool else mask != 0
 
 
-class _KerasGlobalPooling(torch.nn.Module):
+class _KerasGlobalPooling(KerasLayer):
     """Keras's ``BaseGlobalPooling``: constructor, input rank check and output shapes."""
 
     _rank: int
@@ -111,47 +70,12 @@ class _KerasGlobalPooling(torch.nn.Module):
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__()
-        self.data_format = _keras_data_format(data_format)
+        self.data_format = keras_data_format(data_format)
         self.keepdims = keepdims
-        # Keras's Layer keywords: the ones with a meaning here are kept, shape hints are dropped
-        # (Keras itself only warns about them), anything else is refused as Keras refuses it.
-        name = kwargs.pop("name", None)
-        self.name = self._default_name if name is None else str(name)
-        self.trainable = kwargs.pop("trainable", True)
-        if not isinstance(self.trainable, bool):
-            raise ValueError(
-                f"Expected `trainable` to be a boolean. Received: trainable={self.trainable}"
-            )
-        self.dtype = kwargs.pop("dtype", None)
-        self.compute_dtype = _keras_compute_dtype(self.dtype)
-        self.autocast = kwargs.pop("autocast", True)
-        if kwargs.pop("activity_regularizer", None) is not None:
-            raise NotImplementedError(
-                "activity_regularizer: a Keras training hook with no torch counterpart; add the "
-                "penalty to the loss instead"
-            )
-        kwargs.pop("input_shape", None)
-        kwargs.pop("input_dim", None)
-        if kwargs:
-            raise ValueError(
-                f"Unrecognized keyword arguments passed to {type(self).__name__}: {kwargs}"
-            )
+        self._take_layer_kwargs(kwargs)
 
     def forward(self, inputs, mask=None):
-        x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(inputs)
-        if x.dim() != self._rank + 2:
-            raise ValueError(
-                f"Input 0 of layer '{self.name}' is incompatible with the layer: expected "
-                f"ndim={self._rank + 2}, found ndim={x.dim()}. Full shape received: "
-                f"{tuple(x.shape)}"
-            )
-        if (
-            self.compute_dtype is not None
-            and self.autocast
-            and x.is_floating_point()
-            and x.dtype != self.compute_dtype
-        ):
-            x = x.to(self.compute_dtype)
+        x = self._keras_input(inputs)
         if mask is not None:
             mask = _bool_mask(mask, x.device)
         return GF.global_pool(
@@ -160,15 +84,15 @@ class _KerasGlobalPooling(torch.nn.Module):
 
     def compute_output_shape(self, input_shape):
         """Keras's output shape for ``input_shape`` (None allowed for unknown sizes)."""
-        input_shape = tuple(input_shape)
-        spatial = (1,) * (len(input_shape) - 2) if self.keepdims else ()
-        if self.data_format == "channels_last":
-            return (input_shape[0], *spatial, input_shape[-1])
-        return (input_shape[0], input_shape[1], *spatial)
+        batch, spatial, channels = split_shape(input_shape, self.data_format)
+        spatial = (1,) * len(spatial) if self.keepdims else ()
+        return join_shape(batch, spatial, channels, self.data_format)
 
     def extra_repr(self) -> str:
-        dtype = "" if self.dtype is None else f", dtype={self.dtype}"
-        return f"name={self.name}, data_format={self.data_format}, keepdims={self.keepdims}{dtype}"
+        return (
+            f"name={self.name}, data_format={self.data_format}, "
+            f"keepdims={self.keepdims}{self._dtype_repr()}"
+        )
 
 
 class GlobalMaxPooling1D(_KerasGlobalPooling):

@@ -27,11 +27,17 @@ Where these differ from Keras 3.15 on its torch backend, on purpose:
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from . import functional as F
-from .nn_global import _keras_compute_dtype, _keras_data_format
+from .keras_compat import (
+    KerasLayer,
+    join_shape,
+    keras_data_format,
+    keras_padding,
+    keras_tuple,
+    split_shape,
+)
 
 __all__ = [
     "MaxPooling1D",
@@ -43,39 +49,7 @@ __all__ = [
 ]
 
 
-def _keras_tuple(value, n: int, name: str) -> tuple[int, ...]:
-    """Keras's ``standardize_tuple``: an int or n ints, each positive (ValueError otherwise)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        values = (value,) * n
-    else:
-        try:
-            values = tuple(value)
-        except TypeError:
-            values = ()
-        if len(values) != n:
-            raise ValueError(
-                f"The `{name}` argument must be a tuple of {n} integers. Received {name}={value}"
-            )
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(
-                f"The `{name}` argument must be a tuple of {n} positive integers. "
-                f"Received {name}={value}"
-            )
-    return values
-
-
-def _keras_padding(padding) -> str:
-    """Keras's ``standardize_padding`` for pooling: "valid" or "same", case-insensitive."""
-    value = padding.lower() if isinstance(padding, str) else padding
-    if value not in ("valid", "same"):
-        raise ValueError(
-            f"The `padding` argument must be one of {{'valid', 'same'}}. Received: {padding}"
-        )
-    return value
-
-
-class _KerasPooling(torch.nn.Module):
+class _KerasPooling(KerasLayer):
     """Keras's ``BasePooling``: constructor, input rank check, pooling and output shapes."""
 
     _rank: int
@@ -85,50 +59,15 @@ class _KerasPooling(torch.nn.Module):
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__()
         n = self._rank
-        self.pool_size = _keras_tuple(pool_size, n, "pool_size")
-        self.strides = self.pool_size if strides is None else _keras_tuple(strides, n, "strides")
-        self.padding = _keras_padding(padding)
-        self.data_format = _keras_data_format(data_format)
+        self.pool_size = keras_tuple(pool_size, n, "pool_size")
+        self.strides = self.pool_size if strides is None else keras_tuple(strides, n, "strides")
+        self.padding = keras_padding(padding)
+        self.data_format = keras_data_format(data_format)
         self.pool_mode = self._mode
-        # Keras's Layer keywords: the ones with a meaning here are kept, shape hints dropped
-        # (Keras itself only warns about them), anything else refused as Keras refuses it.
-        name = kwargs.pop("name", None)
-        self.name = self._default_name if name is None else str(name)
-        self.trainable = kwargs.pop("trainable", True)
-        if not isinstance(self.trainable, bool):
-            raise ValueError(
-                f"Expected `trainable` to be a boolean. Received: trainable={self.trainable}"
-            )
-        self.dtype = kwargs.pop("dtype", None)
-        self.compute_dtype = _keras_compute_dtype(self.dtype)
-        self.autocast = kwargs.pop("autocast", True)
-        if kwargs.pop("activity_regularizer", None) is not None:
-            raise NotImplementedError(
-                "activity_regularizer: a Keras training hook with no torch counterpart; add the "
-                "penalty to the loss instead"
-            )
-        kwargs.pop("input_shape", None)
-        kwargs.pop("input_dim", None)
-        if kwargs:
-            raise ValueError(
-                f"Unrecognized keyword arguments passed to {type(self).__name__}: {kwargs}"
-            )
+        self._take_layer_kwargs(kwargs)
 
     def forward(self, inputs) -> Tensor:
-        x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(inputs)
-        if x.dim() != self._rank + 2:
-            raise ValueError(
-                f"Input 0 of layer '{self.name}' is incompatible with the layer: expected "
-                f"ndim={self._rank + 2}, found ndim={x.dim()}. Full shape received: "
-                f"{tuple(x.shape)}"
-            )
-        if (
-            self.compute_dtype is not None
-            and self.autocast
-            and x.is_floating_point()
-            and x.dtype != self.compute_dtype
-        ):
-            x = x.to(self.compute_dtype)
+        x = self._keras_input(inputs)
         channels_last = self.data_format == "channels_last"
         if channels_last:
             x = x.movedim(-1, 1)  # a view: the kernels read the channels-contiguous data in place
@@ -138,11 +77,7 @@ class _KerasPooling(torch.nn.Module):
 
     def compute_output_shape(self, input_shape):
         """Keras's output shape for ``input_shape`` (None allowed for unknown sizes)."""
-        input_shape = tuple(input_shape)
-        if self.data_format == "channels_last":
-            spatial, batch, channels = input_shape[1:-1], input_shape[0], input_shape[-1]
-        else:
-            spatial, batch, channels = input_shape[2:], input_shape[0], input_shape[1]
+        batch, spatial, channels = split_shape(input_shape, self.data_format)
         out = []
         for size, k, s in zip(spatial, self.pool_size, self.strides, strict=True):
             if size is None:
@@ -151,15 +86,12 @@ class _KerasPooling(torch.nn.Module):
                 out.append(-(-size // s))
             else:
                 out.append((size - k) // s + 1)
-        if self.data_format == "channels_last":
-            return (batch, *out, channels)
-        return (batch, channels, *out)
+        return join_shape(batch, out, channels, self.data_format)
 
     def extra_repr(self) -> str:
-        dtype = "" if self.dtype is None else f", dtype={self.dtype}"
         return (
             f"name={self.name}, pool_size={self.pool_size}, strides={self.strides}, "
-            f"padding={self.padding}, data_format={self.data_format}{dtype}"
+            f"padding={self.padding}, data_format={self.data_format}{self._dtype_repr()}"
         )
 
 
