@@ -5,17 +5,16 @@ where its own rule says) and run one element per thread to stay clear of spills 
 adaptive_pool.ROWS_STEP); 3-D outputs are contiguous, as torch returns them, so the stores of a
 channels-last 3-D forward are scalar.
 
-Compiled in spawned processes (this one runs the interpreter) by adaptive_pool.inspect_adaptive_op,
-which plans on meta tensors exactly as a launch does."""
+Compiled by aot.inspect_many in spawned processes (this one runs the interpreter), through the
+family registry's planner (adaptive_pool.plan_adaptive_op), which plans on meta tensors exactly as
+a launch does."""
 
 from __future__ import annotations
 
-import multiprocessing
-
-import pytest
+import aot_checks
 import torch
 
-from tgpool import adaptive_pool, aot
+from tgpool import adaptive_pool
 
 CALLS = [
     # (name, plan_adaptive_op arguments, kernel -> (load widths, store widths) that must appear)
@@ -70,34 +69,12 @@ CALLS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def reports():
-    calls = [
-        {"dtype": torch.float16, **args, "arch": arch, "direction": direction}
-        for _, args, _ in CALLS
-        for arch in aot.ARCHS
-        for direction in ("fwd", "bwd")
-    ]
-    with aot._interpreter_off():  # spawned workers must compile, not interpret
-        pool = multiprocessing.get_context("spawn").Pool(2)
-    with pool:
-        return list(pool.map(adaptive_pool.inspect_adaptive_op, calls))
+reports = aot_checks.reports_fixture(CALLS, ("fwd", "bwd"))
 
 
-@pytest.mark.parametrize("index", range(len(CALLS)), ids=[c[0] for c in CALLS])
-def test_no_spills_and_128_bit_accesses(reports, index):
-    name, _, wanted = CALLS[index]
-    per_call = 2 * len(aot.ARCHS)
-    compiled = [r for rs in reports[index * per_call : (index + 1) * per_call] for r in rs]
-    for arch in aot.ARCHS:
-        kernels = {r.kernel: r for r in compiled if r.arch == arch}
-        for r in kernels.values():
-            assert r.spill_bytes == 0, f"{name} {arch}: {r.kernel} spills ({r.registers} regs)"
-        for kernel, (loads, stores) in wanted.items():
-            assert kernel in kernels, f"{name} {arch}: {kernel} not launched ({list(kernels)})"
-            r = kernels[kernel]
-            assert loads <= set(r.loads), f"{name} {arch} {kernel}: loads {r.loads}"
-            assert stores <= set(r.stores), f"{name} {arch} {kernel}: stores {r.stores}"
+@aot_checks.each_case(CALLS)
+def test_no_spills_and_128_bit_accesses(reports, case):
+    aot_checks.assert_case(reports, case)
 
 
 def test_global_output_plans_the_global_kernels():

@@ -4,10 +4,7 @@ channels_last and packed sequences), for the shapes the benchmarks measure."""
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-from tgpool import aot
+import aot_checks
 
 CALLS = [
     # (name, plan_global_op arguments, kernel -> (load widths, store widths) that must appear)
@@ -64,28 +61,9 @@ CALLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reports():
-    calls = [
-        {"dtype": torch.float16, "arch": arch, "direction": direction, **args}
-        for _, args, _ in CALLS
-        for arch in aot.ARCHS
-        for direction in ("fwd", "bwd")
-    ]
-    return aot.inspect_many(calls)
+reports = aot_checks.reports_fixture(CALLS, ("fwd", "bwd"))
 
 
-@pytest.mark.parametrize("index", range(len(CALLS)), ids=[c[0] for c in CALLS])
-def test_no_spills_and_128_bit_accesses(reports, index):
-    name, _, wanted = CALLS[index]
-    per_call = 2 * len(aot.ARCHS)
-    compiled = [r for rs in reports[index * per_call : (index + 1) * per_call] for r in rs]
-    for arch in aot.ARCHS:
-        kernels = {r.kernel: r for r in compiled if r.arch == arch}
-        for r in kernels.values():
-            assert r.spill_bytes == 0, f"{name} {arch}: {r.kernel} spills"
-        for kernel, (loads, stores) in wanted.items():
-            assert kernel in kernels, f"{name} {arch}: {kernel} not launched ({list(kernels)})"
-            r = kernels[kernel]
-            assert loads <= set(r.loads), f"{name} {arch} {kernel}: loads {r.loads}"
-            assert stores <= set(r.stores), f"{name} {arch} {kernel}: stores {r.stores}"
+@aot_checks.each_case(CALLS)
+def test_no_spills_and_128_bit_accesses(reports, case):
+    aot_checks.assert_case(reports, case)

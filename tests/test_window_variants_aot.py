@@ -4,10 +4,7 @@ contiguous axis where it allows them (channels in channels_last; grad_in's rows 
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-from tgpool import aot, window_plans
+import aot_checks
 
 NCHW = (8, 64, 56, 56)  # fp16 rows of 56: 16-byte multiples only through the alignment trick
 NHWC = (8, 64, 56, 56)  # C = 64 contiguous
@@ -58,7 +55,7 @@ CALLS = [
             "op": "lp_pool2d",
             "input_shape": NHWC,
             "layout": "channels_last",
-            "norm_type": "inf",
+            "norm_type": float("inf"),
             "kernel_size": 3,
             "stride": 2,
             "direction": "bwd",
@@ -92,35 +89,9 @@ CALLS = [
 ]
 
 
-def _args(args: dict) -> dict:
-    args = dict(args)
-    if args.get("norm_type") == "inf":
-        args["norm_type"] = float("inf")
-    return args
+reports = aot_checks.reports_fixture(CALLS)
 
 
-@pytest.fixture(scope="module")
-def reports():
-    calls = [
-        {"dtype": torch.float16, "arch": arch, **_args(args)}
-        for _, args, _ in CALLS
-        for arch in aot.ARCHS
-    ]
-    return window_plans.inspect_calls(calls)
-
-
-@pytest.mark.parametrize("index", range(len(CALLS)), ids=[c[0] for c in CALLS])
-def test_no_spills_and_128_bit_accesses(reports, index):
-    name, _, wanted = CALLS[index]
-    per_call = len(aot.ARCHS)
-    for rs in reports[index * per_call : (index + 1) * per_call]:
-        kernels = {r.kernel: r for r in rs}
-        arch = rs[0].arch
-        for r in rs:
-            assert r.registers > 0 and r.loads and r.stores, r
-            assert r.spill_bytes == 0, f"{name} {arch}: {r.kernel} spills"
-        for kernel, (loads, stores) in wanted.items():
-            assert kernel in kernels, f"{name} {arch}: {kernel} not launched ({list(kernels)})"
-            r = kernels[kernel]
-            assert loads <= set(r.loads), f"{name} {arch} {kernel}: loads {r.loads}"
-            assert stores <= set(r.stores), f"{name} {arch} {kernel}: stores {r.stores}"
+@aot_checks.each_case(CALLS)
+def test_no_spills_and_128_bit_accesses(reports, case):
+    aot_checks.assert_case(reports, case)

@@ -404,25 +404,3 @@ def plan_adaptive_op(
     if reduction == "max":
         return [plan_index_gather(torch.empty_like(x), idx)[1]]
     return plan_forward(torch.empty_like(x), output_size, reduction, False)[2]
-
-
-def inspect_adaptive_op(call: dict):
-    """``aot.compile_launch`` for every launch of ``plan_adaptive_op(**call)`` (``arch`` in
-    ``call``), in a process that can compile (see aot.can_compile_here). Module-level, so spawned
-    workers can run it before the family is in the registry that ``aot.inspect_op`` reads."""
-    from . import aot
-
-    call = dict(call)
-    arch = call.pop("arch", "sm_90a")
-    label = f"{call['op']} {call.get('direction', 'fwd')}"
-    return [
-        aot.compile_launch(
-            plan,
-            arch,
-            op=label,
-            layout=call.get("layout", "channels_first"),
-            shape=tuple(call["input_shape"]),
-            dtype=DTYPES[call.get("dtype", torch.float16)],
-        )
-        for plan in plan_adaptive_op(**call)
-    ]

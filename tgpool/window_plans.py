@@ -2,8 +2,7 @@
 know: lp_pool1d/2d/3d (norm_type) and max/avg pooling with ``padding="same"`` / ``"valid"``.
 
 ``plan_pool_op`` has aot.plan_window_op's signature (the family registry's planner contract) and
-hands every other call to it; ``inspect_calls`` compiles such calls ahead of time in worker
-processes with the interpreter off, as aot.inspect_many does for registered ops.
+hands every other call to it; aot.inspect_many compiles its launches through the registry.
 """
 
 from __future__ import annotations
@@ -109,31 +108,3 @@ def plan_pool_op(
     return aot.plan_window_op(
         op, input_shape, dtype, layout, direction=direction, with_indices=with_indices, **args
     )
-
-
-def _compile(call: dict) -> list:
-    call = {"layout": "channels_first", "dtype": torch.float16, **call}
-    arch = call.pop("arch")
-    op, shape, dtype, layout = call["op"], call["input_shape"], call["dtype"], call["layout"]
-    try:
-        plans = plan_pool_op(**call)
-        label = f"{op} {call.get('direction', 'fwd')}"
-        return [
-            aot.compile_launch(
-                plan, arch, op=label, layout=layout, shape=tuple(shape), dtype=DTYPES[dtype]
-            )
-            for plan in plans
-        ]
-    except Exception as e:  # noqa: BLE001  (crosses a process boundary as text)
-        return aot.AOTError(f"{call}: {type(e).__name__}: {e}")
-
-
-def inspect_calls(calls: list[dict], processes: int = 2) -> list[list]:
-    """Compile each call's launches (plan_pool_op's arguments plus ``arch``) in fresh worker
-    processes; a failed call raises its AOTError."""
-    with aot._compiling_processes(max(1, min(processes, len(calls)))) as pool:
-        results = list(pool.map(_compile, calls))
-    for r in results:
-        if isinstance(r, Exception):
-            raise r
-    return results
