@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from aot_checks import assert_no_spills
 
 import tgpool
 from tgpool import aot, runtime, window_pool
@@ -140,12 +141,6 @@ CALLS += [
 ]
 
 
-def _assert_no_spills(r: aot.KernelReport):
-    assert r.registers > 0, r
-    assert r.spill_bytes == 0, f"{r.kernel} on {r.arch} spills (stack {r.stack}, local {r.local})"
-    assert r.loads and r.stores, f"{r.kernel}: no global loads or stores found in the PTX"
-
-
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(
@@ -158,7 +153,7 @@ def test_family_compiles_without_spills(
     reports = inspect(op, shape, torch.float16, layout, arch, direction, with_indices=with_indices)
     assert [r.kernel for r in reports] == [k.format(tile=tile) for k in kernels]
     for r in reports:
-        _assert_no_spills(r)
+        assert_no_spills(r)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -167,7 +162,7 @@ def test_index_gather_compiles_without_spills(inspect, arch):
         "max_pool2d", CHANNELS_FIRST_SHAPE, torch.float16, "channels_first", arch, "double_bwd"
     )
     assert r.kernel == "index_gather2d"
-    _assert_no_spills(r)
+    assert_no_spills(r)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -183,7 +178,7 @@ def test_runtime_loop_variant_compiles_without_spills(inspect, arch, layout):
         with_indices=True,
     )
     assert r.kernel == f"max_pool3d_fwd_{LAYOUTS[layout][0]}_idx"
-    _assert_no_spills(r)
+    assert_no_spills(r)
 
 
 # --- vector widths --------------------------------------------------------------------------------
