@@ -9,24 +9,15 @@ fully masked rows) is checked against torch formulas instead.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import functools
 
-# Keras reads both once, at its first import: its torch backend, and a fresh config folder so a
-# user's keras.json (e.g. image_data_format) cannot change the defaults compared here
-os.environ["KERAS_BACKEND"] = "torch"
-os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tgpool-test-keras-")
+import numpy as np
+import pytest
+import torch
+from keras_reference import DTYPE_NAMES, assert_close, forward_backward, keras, pair
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import tgpool.nn  # noqa: E402
-from tgpool import global_reference  # noqa: E402
-
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "torch":  # keras imported earlier in this process with another one
-    pytest.skip("Keras is not running on its torch backend", allow_module_level=True)
+import tgpool.nn
+from tgpool import global_reference
 
 # (layer, spatial rank); the Keras class has the same name
 LAYERS = [
@@ -41,18 +32,6 @@ LAYER_IDS = [name for name, _ in LAYERS]
 
 # channels_last shapes (batch, *spatial, channels): odd sizes, small for the interpreter
 SHAPES = {1: (3, 7, 5), 2: (2, 4, 5, 3), 3: (2, 3, 2, 4, 3)}
-
-# dtype: (atol, rtol) against Keras computing in the same dtype (max is compared exactly).
-# float64 at float32's: Keras 3.15's torch ops.mean computes in result_type(x, "float32"), which
-# its promotion rules make float32 for a float64 x; tgpool's float64 is held to torch at 1e-12.
-TOLERANCES = {
-    torch.float64: (1e-6, 1e-5),
-    torch.float32: (1e-6, 1e-5),
-    torch.float16: (1e-3, 1e-3),
-    torch.bfloat16: (1e-2, 1e-2),
-}
-DTYPE_NAMES = {torch.float64: "float64", torch.float32: "float32", torch.float16: "float16"}
-DTYPE_NAMES[torch.bfloat16] = "bfloat16"
 
 
 @pytest.fixture(autouse=True)
@@ -80,27 +59,8 @@ def _input(rank, data_format, dtype, distinct):
     return x.to(dtype)
 
 
-def _forward_backward(layer, x, mask=None, grad=None):
-    """(output, input gradient) for ``grad`` (default: a seeded random upstream gradient)."""
-    x = x.detach().clone().requires_grad_()
-    y = layer(x) if mask is None else layer(x, mask=mask)
-    if grad is None:
-        grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
-    y.backward(grad)
-    return y.detach(), x.grad, grad
-
-
-def _assert_close(ours, theirs, dtype, exact):
-    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
-    if exact:
-        torch.testing.assert_close(ours, theirs, atol=0, rtol=0, equal_nan=True)
-    else:
-        atol, rtol = TOLERANCES[dtype]
-        torch.testing.assert_close(ours, theirs, atol=atol, rtol=rtol, equal_nan=True)
-
-
-def _pair(name, **kwargs):
-    return getattr(tgpool.nn, name)(**kwargs), getattr(keras.layers, name)(**kwargs)
+#: NaN (e.g. a fully masked row's average) compares equal to NaN here
+_assert_close = functools.partial(assert_close, equal_nan=True)
 
 
 # --- forward and backward against Keras ----------------------------------------------------------
@@ -111,12 +71,12 @@ def _pair(name, **kwargs):
 @pytest.mark.parametrize("name, rank", LAYERS, ids=LAYER_IDS)
 def test_matches_keras(name, rank, data_format, keepdims, only_triton):
     """float32 with Keras's default dtype policy: the plain Keras layer, unchanged."""
-    ours, theirs = _pair(name, data_format=data_format, keepdims=keepdims)
+    ours, theirs = pair(name, data_format=data_format, keepdims=keepdims)
     is_max = "Max" in name
     x = _input(rank, data_format, torch.float32, distinct=is_max)
     with only_triton():
-        y, gx, g = _forward_backward(ours, x)
-    y_ref, gx_ref, _ = _forward_backward(theirs, x, grad=g)
+        y, gx, g = forward_backward(ours, x)
+    y_ref, gx_ref, _ = forward_backward(theirs, x, grad=g)
     _assert_close(y, y_ref, torch.float32, exact=is_max)
     _assert_close(gx, gx_ref, torch.float32, exact=is_max)
 
@@ -131,13 +91,13 @@ def test_matches_keras_dtypes(name, rank, dtype, only_triton):
     theirs = getattr(keras.layers, name)(**kwargs)
     is_max = "Max" in name
     x = _input(rank, data_format, dtype, distinct=is_max)
-    y_ref, gx_ref, g = _forward_backward(theirs, x)
+    y_ref, gx_ref, g = forward_backward(theirs, x)
     for ours in (
         getattr(tgpool.nn, name)(**kwargs),
         getattr(tgpool.nn, name)(data_format=data_format),
     ):
         with only_triton():
-            y, gx, _ = _forward_backward(ours, x, grad=g)
+            y, gx, _ = forward_backward(ours, x, grad=g)
         _assert_close(y, y_ref, dtype, exact=is_max)
         _assert_close(gx, gx_ref, dtype, exact=is_max)
     if dtype == torch.float64 and not is_max:
@@ -175,13 +135,13 @@ MASK_KINDS = {
 def test_masked_average_1d_matches_keras(data_format, dtype, kind, only_triton):
     kwargs = {"data_format": data_format, "keepdims": data_format == "channels_first"}
     kwargs["dtype"] = DTYPE_NAMES[dtype]
-    ours, theirs = _pair("GlobalAveragePooling1D", **kwargs)
+    ours, theirs = pair("GlobalAveragePooling1D", **kwargs)
     x = _input(1, data_format, dtype, distinct=False)
     steps = SHAPES[1][1]
     mask = MASK_KINDS[kind](torch.arange(steps)[None, :] < torch.tensor(LENGTHS)[:, None])
     with only_triton():
-        y, gx, g = _forward_backward(ours, x, mask=mask)
-    y_ref, gx_ref, _ = _forward_backward(theirs, x, mask=mask, grad=g)
+        y, gx, g = forward_backward(ours, x, mask=mask)
+    y_ref, gx_ref, _ = forward_backward(theirs, x, mask=mask, grad=g)
     _assert_close(y, y_ref, dtype, exact=False)
     _assert_close(gx, gx_ref, dtype, exact=False)
     padded = (gx.movedim(1, -1) if data_format == "channels_first" else gx)[1, LENGTHS[1] :]
@@ -191,7 +151,7 @@ def test_masked_average_1d_matches_keras(data_format, dtype, kind, only_triton):
 def test_max_nan_propagates_like_keras(only_triton):
     x = _input(1, "channels_last", torch.float32, distinct=True)
     x[1, 4, 2] = float("nan")
-    ours, theirs = _pair("GlobalMaxPooling1D")
+    ours, theirs = pair("GlobalMaxPooling1D")
     with only_triton():
         y = ours(x)
     _assert_close(y, theirs(x), torch.float32, exact=True)
@@ -201,7 +161,7 @@ def test_max_nan_propagates_like_keras(only_triton):
 def test_numpy_input_like_keras(only_triton):
     """Keras takes arrays; so do these layers (float64 here: both keep it with dtype="float64")."""
     x = _input(2, "channels_last", torch.float64, distinct=True).numpy()
-    ours, theirs = _pair("GlobalMaxPooling2D", dtype="float64")
+    ours, theirs = pair("GlobalMaxPooling2D", dtype="float64")
     with only_triton():
         y = ours(x)
     _assert_close(y, theirs(x), torch.float64, exact=True)
@@ -212,10 +172,10 @@ def test_numpy_input_like_keras(only_triton):
 
 @pytest.mark.parametrize("name, rank", LAYERS, ids=LAYER_IDS)
 def test_constructor_like_keras(name, rank):
-    ours, theirs = _pair(name)
+    ours, theirs = pair(name)
     assert (ours.data_format, ours.keepdims) == (theirs.data_format, theirs.keepdims)
     assert ours.data_format == "channels_last" and ours.keepdims is False
-    assert _pair(name, data_format="Channels_First")[0].data_format == "channels_first"
+    assert pair(name, data_format="Channels_First")[0].data_format == "channels_first"
     assert getattr(tgpool.nn, name)(name="pool").name == "pool"
     assert isinstance(ours, torch.nn.Module) and list(ours.parameters()) == []
     for bad in ({"data_format": "NCHW"}, {"foo": 1}, {"trainable": "yes"}):
@@ -234,7 +194,7 @@ def test_constructor_like_keras(name, rank):
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("name, rank", LAYERS, ids=LAYER_IDS)
 def test_output_shape_like_keras(name, rank, data_format, keepdims):
-    ours, theirs = _pair(name, data_format=data_format, keepdims=keepdims)
+    ours, theirs = pair(name, data_format=data_format, keepdims=keepdims)
     shape = (None, *SHAPES[rank][1:])
     assert ours.compute_output_shape(shape) == theirs.compute_output_shape(shape)
 
@@ -276,7 +236,7 @@ def test_fully_masked_row_is_zero(name, only_triton):
     x = _input(1, "channels_last", torch.float32, distinct=True)
     mask = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0] * 7, [1] * 7])
     with only_triton():
-        y, gx, _ = _forward_backward(getattr(tgpool.nn, name)(), x, mask=mask)
+        y, gx, _ = forward_backward(getattr(tgpool.nn, name)(), x, mask=mask)
     assert (y[1] == 0).all() and (gx[1] == 0).all()
     rows = [0, 2]
     reduction = "max" if "Max" in name else "avg"

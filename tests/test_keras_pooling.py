@@ -10,24 +10,14 @@ test.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
-# Keras reads both once, at its first import: its torch backend, and a fresh config folder so a
-# user's keras.json (e.g. image_data_format) cannot change the defaults compared here
-os.environ["KERAS_BACKEND"] = "torch"
-os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="tgpool-test-keras-")
+import pytest
+import torch
+import torch.nn.functional as F
+from keras_reference import DTYPE_NAMES, assert_close, forward_backward, keras, pair
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import tgpool.nn  # noqa: E402
-from tgpool import runtime  # noqa: E402
-
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "torch":  # keras imported earlier in this process with another one
-    pytest.skip("Keras is not running on its torch backend", allow_module_level=True)
+import tgpool.nn
+from tgpool import runtime
 
 LAYERS = [
     ("MaxPooling1D", 1),
@@ -56,19 +46,6 @@ CONFIGS = [
 ]
 CONFIG_IDS = [c[0] for c in CONFIGS]
 
-TOLERANCES = {
-    torch.float64: (1e-6, 1e-5),  # Keras computes float64 means in float32 (see test_keras_layers)
-    torch.float32: (1e-6, 1e-5),
-    torch.float16: (1e-3, 1e-3),
-    torch.bfloat16: (1e-2, 1e-2),
-}
-DTYPE_NAMES = {
-    torch.float64: "float64",
-    torch.float32: "float32",
-    torch.float16: "float16",
-    torch.bfloat16: "bfloat16",
-}
-
 
 def _input(rank, data_format, dtype):
     """Seeded input; distinct multiples of 1/4 (exact in every dtype: max has one argmax)."""
@@ -90,15 +67,6 @@ def _kwargs(rank, pool, strides, padding, data_format):
     return kw
 
 
-def _forward_backward(layer, x, grad=None):
-    x = x.detach().clone().requires_grad_()
-    y = layer(x)
-    if grad is None:
-        grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
-    y.backward(grad)
-    return y.detach(), x.grad, grad
-
-
 def tf_average_same(x, rank, pool, strides, data_format):
     """TensorFlow's "same" average in float64: window sums over input elements / their count."""
     cf = x.movedim(-1, 1) if data_format == "channels_last" else x
@@ -115,12 +83,6 @@ def tf_average_same(x, rank, pool, strides, data_format):
     return out.movedim(1, -1) if data_format == "channels_last" else out
 
 
-def _close(ours, theirs, dtype, exact):
-    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
-    atol, rtol = (0, 0) if exact else TOLERANCES[dtype]
-    torch.testing.assert_close(ours, theirs, atol=atol, rtol=rtol)
-
-
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("name, rank", LAYERS, ids=LAYER_IDS)
@@ -129,21 +91,22 @@ def test_matches_keras(name, rank, config, data_format, only_triton):
     kw = _kwargs(rank, pool, strides, padding, data_format)
     if pool is None and name.startswith("Average"):  # its pool_size has no default
         kw["pool_size"] = 2
-    ours, theirs = getattr(tgpool.nn, name)(**kw), getattr(keras.layers, name)(**kw)
+    ours, theirs = pair(name, **kw)
     is_max = name.startswith("Max")
     x = _input(rank, data_format, torch.float32)
     with only_triton():
-        y, gx, g = _forward_backward(ours, x)
+        y, gx, g = forward_backward(ours, x)
     if uneven and not is_max:  # Keras 3.15 (torch) replicates the edge: TensorFlow's rule here
         ref_x = x.double().requires_grad_()
         y_ref = tf_average_same(ref_x, rank, pool, strides, data_format)
         y_ref.backward(g.double())
-        _close(y.double(), y_ref.detach(), torch.float32, exact=False)
-        _close(gx.double(), ref_x.grad, torch.float32, exact=False)
+        assert_close(y.double(), y_ref.detach(), torch.float32, exact=False)
+        assert_close(gx.double(), ref_x.grad, torch.float32, exact=False)
         return
-    y_ref, gx_ref, _ = _forward_backward(theirs, x, grad=g)
-    _close(y, y_ref, torch.float32, exact=is_max)
-    _close(gx, gx_ref, torch.float32, exact=False)  # overlapping windows add up (order differs)
+    y_ref, gx_ref, _ = forward_backward(theirs, x, grad=g)
+    assert_close(y, y_ref, torch.float32, exact=is_max)
+    # overlapping windows add up (order differs)
+    assert_close(gx, gx_ref, torch.float32, exact=False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
@@ -157,19 +120,19 @@ def test_matches_keras_dtypes(name, rank, dtype, only_triton):
     if name == "AveragePooling3D" and dtype.itemsize == 2:
         # Keras on a CPU torch cannot (avg_pool3d has no 16-bit CPU kernel): its float32 result
         theirs = getattr(keras.layers, name)(**kw)
-        y_ref, gx_ref, g = _forward_backward(theirs, x.float())
+        y_ref, gx_ref, g = forward_backward(theirs, x.float())
         y_ref, gx_ref, g = y_ref.to(dtype), gx_ref.to(dtype), g.to(dtype)
     else:
         theirs = getattr(keras.layers, name)(**kw, dtype=DTYPE_NAMES[dtype])
-        y_ref, gx_ref, g = _forward_backward(theirs, x)
+        y_ref, gx_ref, g = forward_backward(theirs, x)
     for ours in (
         getattr(tgpool.nn, name)(**kw, dtype=DTYPE_NAMES[dtype]),
         getattr(tgpool.nn, name)(**kw),
     ):
         with only_triton():
-            y, gx, _ = _forward_backward(ours, x, grad=g)
-        _close(y, y_ref, dtype, exact=is_max)
-        _close(gx, gx_ref, dtype, exact=is_max)  # windows do not overlap here: exact for max
+            y, gx, _ = forward_backward(ours, x, grad=g)
+        assert_close(y, y_ref, dtype, exact=is_max)
+        assert_close(gx, gx_ref, dtype, exact=is_max)  # windows do not overlap here: exact for max
 
 
 def test_keras_torch_backend_replicates_edge_for_uneven_average():
@@ -217,7 +180,7 @@ def test_constructor_defaults_match_keras(name, rank):
     assert (named.name, named.padding, named.strides) == ("pool", "same", (1,) * rank)
     shape = (2, *(None if i == 0 else 7 for i in range(rank)), 4)
     kw = {"pool_size": 3, "strides": 2, "padding": "same"}
-    ours, theirs = getattr(tgpool.nn, name)(**kw), getattr(keras.layers, name)(**kw)
+    ours, theirs = pair(name, **kw)
     assert tuple(ours.compute_output_shape(shape)) == tuple(theirs.compute_output_shape(shape))
 
 
