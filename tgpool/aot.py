@@ -45,18 +45,19 @@ import torch
 import triton
 
 from . import window_pool
-from .spec import (
-    CHANNELS_FIRST,
-    CHANNELS_LAST,
-    DTYPES,
-    WindowPoolSpec,
-    is_channels_last,
-    output_strides,
-    window_spec,
+from .aot_plan import (  # noqa: F401  (aot.<name> stays the one entry point: cli, tests, planners)
+    _LAYOUTS,
+    DIRECTIONS,
+    meta_tensor,
+    op_spec,
+    plan_op,
+    plan_window_op,
+    window_label,
 )
+from .aot_specialise import rule_specialisation, specialise  # noqa: F401  (aot.<name>)
+from .spec import DTYPES
 
 ARCHS = {"sm_80": (80, 32), "sm_90a": (90, 32)}  # name -> (capability, warp size)
-DIRECTIONS = ("fwd", "bwd", "double_bwd")
 
 
 def target(arch: str):
@@ -65,96 +66,6 @@ def target(arch: str):
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
     return GPUTarget("cuda", *ARCHS[arch])
-
-
-# --- specialisation -------------------------------------------------------------------------------
-
-_TORCH_TO_TRITON = {
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float32: "fp32",
-    torch.float64: "fp64",
-    torch.int64: "i64",
-    torch.int32: "i32",
-    torch.int16: "i16",
-    torch.int8: "i8",
-    torch.uint8: "u8",
-    torch.bool: "i1",
-}
-
-
-def rule_specialisation(arg, is_const=False, specialize=True, align=True):
-    """Triton's specialisation rules, for a Triton without ``native_specialize_impl``; tests
-    check they agree with the native one where that exists."""
-    if isinstance(arg, bool):
-        return "u1", None
-    if isinstance(arg, int):
-        if specialize and arg == 1:
-            return "constexpr", 1
-        ty = "i32" if -(2**31) <= arg < 2**31 else "i64" if -(2**63) <= arg < 2**63 else "u64"
-        return ty, ("D" if specialize and align and arg % 16 == 0 else "")
-    if isinstance(arg, float):
-        return "fp32", None
-    if arg is None:
-        return "constexpr", None
-    if isinstance(arg, torch.Tensor):
-        ty = ("*k" if is_const else "*") + _TORCH_TO_TRITON[arg.dtype]
-        return ty, ("D" if align and arg.data_ptr() % 16 == 0 else "")
-    raise TypeError(f"no specialisation rule for {type(arg).__name__}")
-
-
-def _specialiser(backend):
-    """Triton's own per-argument specialisation (3.5+), else ``rule_specialisation``."""
-    try:
-        from triton._C.libtriton import native_specialize_impl
-    except ImportError:
-        return rule_specialisation
-
-    def native(arg, is_const, specialize, align):
-        try:
-            return native_specialize_impl(backend, arg, is_const, specialize, align)
-        except TypeError:  # another binding's calling convention: the rules say the same
-            return rule_specialisation(arg, is_const, specialize, align)
-
-    return native
-
-
-def specialise(kernel, args: tuple, constexprs: dict, backend, specialiser=None):
-    """(signature, constexprs, attrs) for ASTSource, as JITFunction's binder and ``_pack_args``
-    build them for a call ``kernel[grid](*args, **constexprs)``."""
-    specialiser = specialiser or _specialiser(backend)
-    params = kernel.params
-    if len(args) + len(constexprs) != len(params):
-        raise TypeError(
-            f"{kernel.__name__} takes {len(params)} arguments, got "
-            f"{len(args)} + constexprs {sorted(constexprs)}"
-        )
-    signature, consts, attrs = {}, {}, {}
-    bound = iter(args)
-    for i, p in enumerate(params):
-        if getattr(p, "is_constexpr", False):
-            signature[p.name], consts[p.name] = "constexpr", constexprs[p.name]
-            attrs[(i,)] = backend.parse_attr("")  # as _pack_args: the same ASTSource hash
-            continue
-        arg = next(bound)
-        ty, spec = specialiser(
-            arg,
-            bool(getattr(p, "is_const", False)),
-            not getattr(p, "do_not_specialize", False),
-            not getattr(p, "do_not_specialize_on_alignment", False),
-        )
-        annotation = getattr(p, "annotation_type", None)
-        if annotation:  # annotated parameters keep their declared type (none in tgpool today)
-            ty = annotation
-            if annotation == "u1" or annotation[:2] in ("fp", "bf"):
-                spec = None
-        signature[p.name] = ty
-        if ty == "constexpr":
-            consts[p.name] = spec
-            spec = ""
-        if isinstance(spec, str):
-            attrs[(i,)] = backend.parse_attr(spec)
-    return signature, consts, attrs
 
 
 # --- compiling ------------------------------------------------------------------------------------
@@ -343,120 +254,6 @@ def compile_launch(
         source=str(source),
         asm={k: compiled.asm[k] for k in ("ttgir", "ptx", "cubin") if k in compiled.asm},
     )
-
-
-# --- problems -------------------------------------------------------------------------------------
-
-_LAYOUTS = {
-    "channels_first": CHANNELS_FIRST,
-    "contiguous": CHANNELS_FIRST,
-    "channels_last": CHANNELS_LAST,
-}
-
-
-def meta_tensor(shape, dtype, channels_last: bool) -> torch.Tensor:
-    """A dense meta tensor of ``shape`` (N, C, *spatial), contiguous or channels-last."""
-    return torch.empty_strided(
-        tuple(shape), output_strides(shape, channels_last), dtype=dtype, device="meta"
-    )
-
-
-def op_spec(
-    op: str,
-    *,
-    kernel_size,
-    stride=None,
-    padding=0,
-    dilation=1,
-    ceil_mode=False,
-    count_include_pad=True,
-    divisor_override=None,
-) -> WindowPoolSpec:
-    """The window spec of ``op`` ("max_pool1d" .. "avg_pool3d") for torch-style arguments."""
-    m = re.fullmatch(r"(max|avg)_pool([123])d", op)
-    if m is None:
-        raise ValueError(f"unknown op {op!r}; expected max_pool1d .. avg_pool3d")
-    reduction, ndim = m.group(1), int(m.group(2))
-    if reduction == "avg" and dilation != 1:
-        raise ValueError(f"{op} has no dilation")
-    return window_spec(
-        reduction,
-        ndim,
-        kernel_size,
-        stride,
-        padding,
-        dilation,
-        ceil_mode,
-        count_include_pad,
-        divisor_override,
-    )
-
-
-def window_label(spec: WindowPoolSpec) -> str:
-    """E.g. "k3 s2 p1": per-dim values joined by x where they differ; dilation and ceil_mode
-    when set."""
-
-    def dims(values):
-        return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
-
-    label = f"k{dims(spec.kernel_size)} s{dims(spec.stride)} p{dims(spec.padding)}"
-    if any(d != 1 for d in spec.dilation):
-        label += f" d{dims(spec.dilation)}"
-    return label + (" ceil" if spec.ceil_mode else "")
-
-
-def plan_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", **kwargs):
-    """The launches tgpool makes for ``op`` on a batched input of ``input_shape`` (meta tensors),
-    planned by the family registry's planner for ``op`` (tgpool/families.py); for window ops,
-    ``plan_window_op``."""
-    from .families import planner_for
-
-    return planner_for(op)(op, input_shape, dtype, layout, **kwargs)
-
-
-def plan_window_op(
-    op: str,
-    input_shape,
-    dtype=torch.float16,
-    layout="channels_first",
-    *,
-    direction: str = "fwd",
-    with_indices=False,
-    **window,
-) -> list[window_pool.KernelLaunch]:
-    """The launches tgpool makes for ``op`` ("max_pool2d", "avg_pool3d", ...) on a batched input
-    of ``input_shape``, ``window`` as torch's arguments (kernel_size, stride, padding, ...):
-    "fwd" is the forward; "bwd" what autograd runs for the input gradient (for max without saved
-    indices: the forward that recomputes them, then the gather); "double_bwd" the gradient of the
-    backward (index_gather for max, the forward for avg)."""
-    spec = op_spec(op, **window)
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"unsupported dtype {dtype}")
-    reduction, ndim = spec.reduction, spec.ndim
-    if len(input_shape) != ndim + 2:
-        raise ValueError(f"{op}: input_shape must be batched (N, C, *spatial), got {input_shape}")
-    channels_last = _LAYOUTS[layout] == CHANNELS_LAST
-    x = meta_tensor(input_shape, dtype, channels_last)
-    if direction == "fwd":
-        return [window_pool.plan_forward(x, spec, with_indices)[2]]
-    out, idx, recompute = window_pool.plan_forward(x, spec, reduction == "max")
-    if direction == "bwd":
-        grad_out = torch.empty_like(out)  # autograd's incoming gradient, laid out like out
-        grad_in, gather = window_pool.plan_backward(
-            grad_out,
-            idx if reduction == "max" else None,
-            list(x.shape),
-            is_channels_last(x, ndim),
-            spec,
-        )
-        launches = [recompute] if reduction == "max" and not with_indices else []
-        return [p for p in launches + [gather] if p is not None]
-    grad_grad_in = torch.empty_like(x)
-    if reduction == "max":
-        return [window_pool.plan_index_gather(grad_grad_in, idx)[1]]
-    return [window_pool.plan_forward(grad_grad_in, spec, False)[2]]
 
 
 def can_compile_here() -> bool:
