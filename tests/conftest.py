@@ -37,24 +37,38 @@ def _seed():
     torch.manual_seed(0)
 
 
+def launches(prefix: str = "") -> int:
+    """Kernel launches so far whose name starts with ``prefix`` (every launch with "")."""
+    return sum(n for k, n in runtime.launch_counts.items() if k.startswith(prefix))
+
+
 @contextlib.contextmanager
-def triton_only():
-    """Inside the block torch's pooling raises, and at least one tgpool kernel must launch: a
-    result produced inside it came from the generated Triton kernels."""
-    saved = {n: getattr(F, n) for n in _TORCH_POOLS}
+def kernels_only(torch_functions, prefix: str = ""):
+    """Inside the block ``torch.nn.functional``'s ``torch_functions`` raise, and at least one
+    tgpool kernel whose name starts with ``prefix`` must launch: a result produced inside it came
+    from the generated Triton kernels."""
+    saved = {n: getattr(F, n) for n in torch_functions}
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("torch's own pooling was called inside triton_only()")
+    def refusing(name):
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"torch's own {name} was called inside kernels_only()")
 
-    for n in _TORCH_POOLS:
-        setattr(F, n, refuse)
-    before = sum(runtime.launch_counts.values())
+        return refuse
+
+    for n in torch_functions:
+        setattr(F, n, refusing(n))
+    before = launches(prefix)
     try:
         yield
     finally:
         for n, fn in saved.items():
             setattr(F, n, fn)
-    assert sum(runtime.launch_counts.values()) > before, "no tgpool kernel was launched"
+    assert launches(prefix) > before, f"no tgpool kernel named {prefix or ''}* was launched"
+
+
+def triton_only():
+    """Inside the block torch's pooling raises, and at least one tgpool kernel must launch."""
+    return kernels_only(_TORCH_POOLS)
 
 
 @pytest.fixture

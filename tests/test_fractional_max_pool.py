@@ -15,9 +15,10 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import kernels_only, launches
 
 import tgpool.pool_functional_extra as T
-from tgpool import fractional_ops, fractional_pool, nn_unpool_fractional, runtime
+from tgpool import fractional_ops, fractional_pool, nn_unpool_fractional
 
 #: (dtype, atol, rtol) for gradients (sums where windows overlap) against an fp64 reference
 TOL = {
@@ -36,27 +37,9 @@ _TORCH_FRACTIONAL = [
 ]
 
 
-def _launches() -> int:
-    return sum(n for k, n in runtime.launch_counts.items() if k.startswith("fractional_max"))
-
-
-@contextlib.contextmanager
 def fractional_kernels_ran():
     """Inside the block torch's fractional pooling raises, and a fractional kernel must launch."""
-    saved = {n: getattr(F, n) for n in _TORCH_FRACTIONAL}
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("torch's fractional max pooling ran inside fractional_kernels_ran()")
-
-    for n in _TORCH_FRACTIONAL:
-        setattr(F, n, refuse)
-    before = _launches()
-    try:
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(F, n, fn)
-    assert _launches() > before, "no fractional max-pool kernel was launched"
+    return kernels_only(_TORCH_FRACTIONAL, "fractional_max")
 
 
 # --- cases ----------------------------------------------------------------------------------------
@@ -292,10 +275,10 @@ def test_compile_fullgraph_forward_backward():
     want = net(x, s)
     want_grad = torch.autograd.grad(want.square().sum(), x)[0]
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
-    before = _launches()
+    before = launches("fractional_max")
     got = compiled(x, s)
     got_grad = torch.autograd.grad(got.square().sum(), x)[0]
-    assert _launches() >= before + 2
+    assert launches("fractional_max") >= before + 2
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, want_grad)
 
@@ -415,11 +398,11 @@ BAD_CALLS = [
     "call, error, words", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS]
 )
 def test_bad_input_raises_like_torch_before_any_launch(call, error, words):
-    before = sum(runtime.launch_counts.values())
+    before = launches()
     with pytest.raises(error) as info:
         call()
     assert words in str(info.value)
-    assert sum(runtime.launch_counts.values()) == before, "a kernel launched before the error"
+    assert launches() == before, "a kernel launched before the error"
 
 
 @pytest.mark.parametrize("index", range(len(BAD_CALLS)), ids=[c[0] for c in BAD_CALLS])

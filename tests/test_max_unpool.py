@@ -8,42 +8,24 @@ tgpool max_unpool kernel must launch. Interpreter shapes stay tiny.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import kernels_only, launches
 
 import tgpool.pool_functional_extra as T
-from tgpool import nn_unpool_fractional, runtime, unpool, unpool_ops
+from tgpool import nn_unpool_fractional, unpool, unpool_ops
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]
 _TORCH_UNPOOLS = ["max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
 
-def _unpool_launches() -> int:
-    return sum(n for k, n in runtime.launch_counts.items() if k.startswith("max_unpool"))
-
-
-@contextlib.contextmanager
 def unpool_kernels_ran():
     """Inside the block torch's unpooling raises, and a max_unpool kernel must launch."""
-    saved = {n: getattr(F, n) for n in _TORCH_UNPOOLS}
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("torch's max_unpool ran inside unpool_kernels_ran()")
-
-    for n in _TORCH_UNPOOLS:
-        setattr(F, n, refuse)
-    before = _unpool_launches()
-    try:
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(F, n, fn)
-    assert _unpool_launches() > before, "no max_unpool kernel was launched"
+    return kernels_only(_TORCH_UNPOOLS, "max_unpool")
 
 
 # --- cases ----------------------------------------------------------------------------------------
@@ -224,10 +206,10 @@ def test_compile_fullgraph_forward_backward():
     want = net(x)
     want_grad = torch.autograd.grad(want.square().sum(), x)[0]
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
-    before = _unpool_launches()
+    before = launches("max_unpool")
     got = compiled(x)
     got_grad = torch.autograd.grad(got.square().sum(), x)[0]
-    assert _unpool_launches() >= before + 2  # forward and backward kernels
+    assert launches("max_unpool") >= before + 2  # forward and backward kernels
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, want_grad)
 
@@ -307,11 +289,11 @@ BAD_CALLS = [
     "call, error, words", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS]
 )
 def test_bad_input_raises_like_torch_before_any_launch(call, error, words):
-    before = sum(runtime.launch_counts.values())
+    before = launches()
     with pytest.raises(error) as info:
         call()
     assert words in str(info.value)
-    assert sum(runtime.launch_counts.values()) == before, "a kernel launched before the error"
+    assert launches() == before, "a kernel launched before the error"
 
 
 #: non-tensor arguments: torch fails with an AttributeError (``list`` has no ``size``); tgpool
