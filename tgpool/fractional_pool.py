@@ -23,10 +23,17 @@ import math
 from functools import lru_cache
 
 import torch
-import triton
 
 from .spec import DTYPES
-from .window_pool import INNER_DIM, KernelLaunch, alignment, as_5d, scaled_strides
+from .window_pool import (
+    INNER_DIM,
+    KernelLaunch,
+    alignment,
+    as_5d,
+    coord_type,
+    scaled_strides,
+    tiled_launch,
+)
 
 FORWARD = "fractional_max_pool_fwd"
 BACKWARD = "fractional_max_pool_bwd"
@@ -104,10 +111,6 @@ def _context(kernel_size, dtype: torch.dtype, direction: str) -> dict:
     }
 
 
-def _coord(extent: int) -> str:
-    return "tl.int32" if extent < 2**31 - 2**20 else "tl.int64"
-
-
 def empty_outputs(x: torch.Tensor, output_size):
     """(out, indices) of batched ``x``: contiguous, as torch returns them."""
     shape = (*x.shape[:2], *output_size)
@@ -122,15 +125,7 @@ def empty_grad(input_size, grad_out: torch.Tensor) -> torch.Tensor:
 
 def _launch(family, ctx, args, outer: int, inner: int, dtype: torch.dtype) -> KernelLaunch:
     problem = {"outer": outer, "inner": inner, "inner_step": 1, "dtype": DTYPES[dtype]}
-    return KernelLaunch(
-        family,
-        ctx,
-        ctx["variant"],
-        args,
-        problem,
-        grid=lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
-        meta=lambda cfg: {"BLOCK_R": cfg.block_outer, "BLOCK_W": cfg.block_inner},
-    )
+    return tiled_launch(family, ctx, ctx["variant"], args, problem, ("BLOCK_R", "BLOCK_W"))
 
 
 # --- launches -------------------------------------------------------------------------------------
@@ -152,7 +147,7 @@ def plan_forward(x: torch.Tensor, samples: torch.Tensor, kernel_size, output_siz
     rows = x5.shape[0] * C * OT * OH
     ctx = {
         **_context(kernel_size, x.dtype, "fwd"),
-        "coord": _coord(rows),
+        "coord": coord_type(rows),
         "ALIGN_OUT": a_out,
     }
     args = (
@@ -200,7 +195,7 @@ def plan_backward(grad_out, indices, samples, input_size, kernel_size):
     rows = i5.shape[0] * C * IT * IH
     ctx = {
         **_context(kernel_size, grad_out.dtype, "bwd"),
-        "coord": _coord(rows),
+        "coord": coord_type(rows),
         "ALIGN_IN": a_in,
         "NT": cover[0],
         "NH": cover[1],
@@ -258,7 +253,7 @@ def plan_fractional_op(
     gather of the input gradient (the backward's double backward is ops.index_gather's)."""
     from torch.nn.modules.utils import _ntuple
 
-    from .aot import meta_tensor
+    from .aot_plan import meta_tensor
 
     ndim = int(op.removeprefix("fractional_max_pool").removesuffix("d"))
     expand = _ntuple(ndim)

@@ -21,11 +21,10 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 
 from . import launch
 from .spec import DTYPES, output_strides
-from .window_pool import KernelLaunch
+from .window_pool import KernelLaunch, coord_type, scaled_strides, tiled_launch, used_stride
 
 FORWARD = "max_unpool_fwd"
 BACKWARD = "max_unpool_bwd"
@@ -61,19 +60,15 @@ def empty_grad(grad_out: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 # --- alignment ------------------------------------------------------------------------------------
 
 
-def _stride(t: torch.Tensor, d: int) -> int:
-    return 0 if t.shape[d] == 1 else t.stride(d)
-
-
 def tensor_alignment(t3: torch.Tensor, inner: int) -> int:
     """Largest power-of-two element count, at most 16 bytes, dividing ``t3``'s address and its
     strides other than the contiguous ``inner`` dim's (which must be 1)."""
-    if _stride(t3, inner) not in (0, 1):
+    if used_stride(t3, inner) not in (0, 1):
         return 1
     if t3.device.type != "meta" and t3.data_ptr() % launch.VECTOR_BYTES:
         return 1
     a = launch.VECTOR_BYTES // t3.element_size()
-    strides = [_stride(t3, d) for d in range(3) if d != inner]
+    strides = [used_stride(t3, d) for d in range(3) if d != inner]
     while a > 1 and any(s % a for s in strides):
         a //= 2
     return a
@@ -85,11 +80,6 @@ def extent_alignment(extent: int) -> int:
     while a > 1 and extent % a:
         a //= 2
     return a
-
-
-def scaled(t3: torch.Tensor, inner: int, a: int) -> tuple[int, ...]:
-    """``t3``'s strides as the kernel takes them: divided by ``a``, except the contiguous one."""
-    return tuple(_stride(t3, d) if d == inner else _stride(t3, d) // a for d in range(3))
 
 
 def tile_of(t3: torch.Tensor) -> str:
@@ -118,7 +108,7 @@ def _plan(family: str, lead: torch.Tensor, aligned: dict, OP: int, dtype, ndim: 
     ctx = {
         "kernel_name": f"max_unpool{ndim}d_{direction}_{tile}",
         "tile": tile,
-        "coord": "tl.int32" if outer < 2**31 - 2**20 else "tl.int64",
+        "coord": coord_type(outer),
         **{f"ALIGN_{k}": v for k, v in aligns.items()},
         "ALIGN_E": a_e,
         "variant": f"max_unpool{ndim}d {DTYPES[dtype]} {tile}",
@@ -138,7 +128,11 @@ def plan_forward(x: torch.Tensor, indices: torch.Tensor, output_size, channels_l
     ctx, sizes, a, inner, problem = _plan(
         FORWARD, x3, {"X": x3, "K": k3}, o3.shape[2], x.dtype, x.dim() - 2
     )
-    strides = (*scaled(x3, inner, a["X"]), *scaled(k3, inner, a["K"]), *scaled(o3, inner, 1))
+    strides = (
+        *scaled_strides(x3, inner, a["X"]),
+        *scaled_strides(k3, inner, a["K"]),
+        *scaled_strides(o3, inner, 1),
+    )
     return out, _launch(FORWARD, ctx, (x3, k3, o3, *sizes, *strides), problem)
 
 
@@ -160,7 +154,11 @@ def plan_backward(grad_out: torch.Tensor, indices: torch.Tensor):
     ctx, sizes, a, inner, problem = _plan(
         BACKWARD, k3, {"K": k3, "I": i3}, g3.shape[2], grad_out.dtype, indices.dim() - 2
     )
-    strides = (*scaled(g3, inner, 1), *scaled(k3, inner, a["K"]), *scaled(i3, inner, a["I"]))
+    strides = (
+        *scaled_strides(g3, inner, 1),
+        *scaled_strides(k3, inner, a["K"]),
+        *scaled_strides(i3, inner, a["I"]),
+    )
     return grad_in, _launch(BACKWARD, ctx, (g3, k3, i3, *sizes, *strides), problem)
 
 
@@ -173,17 +171,8 @@ def backward(grad_out: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 
 def _launch(family, ctx, args, problem) -> KernelLaunch:
-    outer, inner = problem["outer"], problem["inner"]
     names = ("BLOCK_R", "BLOCK_P") if ctx["tile"] == "rows" else ("BLOCK_P", "BLOCK_C")
-    return KernelLaunch(
-        family,
-        ctx,
-        ctx["variant"],
-        args,
-        problem,
-        grid=lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
-        meta=lambda cfg: {names[0]: cfg.block_outer, names[1]: cfg.block_inner},
-    )
+    return tiled_launch(family, ctx, ctx["variant"], args, problem, names)
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -224,7 +213,7 @@ def plan_unpool_op(
     "bwd" the gather of the input gradient, "double_bwd" the unpooling of a gradient."""
     from torch.nn.modules.utils import _ntuple
 
-    from .aot import meta_tensor
+    from .aot_plan import meta_tensor
 
     ndim = int(op.removeprefix("max_unpool").removesuffix("d"))
     expand = _ntuple(ndim)

@@ -47,26 +47,34 @@ def alignment(t5: torch.Tensor, inner_dim: int, extent: int) -> int:
     vector_bytes = launch.VECTOR_BYTES
     if t5.stride(inner_dim) != 1 or (t5.device.type != "meta" and t5.data_ptr() % vector_bytes):
         return 1
-    values = [_stride(t5, d) for d in range(t5.dim()) if d != inner_dim] + [extent]
+    values = [used_stride(t5, d) for d in range(t5.dim()) if d != inner_dim] + [extent]
     a = vector_bytes // t5.element_size()
     while a > 1 and any(v % a for v in values):
         a //= 2
     return a
 
 
-def _stride(t5: torch.Tensor, d: int) -> int:
-    return 0 if t5.shape[d] == 1 else t5.stride(d)  # a size-1 dim's stride is never used
+def used_stride(t: torch.Tensor, d: int) -> int:
+    """``t``'s stride along ``d``, 0 for a size-1 dim (its stride is never used)."""
+    return 0 if t.shape[d] == 1 else t.stride(d)
 
 
 def scaled_strides(t5: torch.Tensor, inner_dim: int, a: int) -> tuple[int, ...]:
     """``t5``'s strides as the kernel takes them: divided by ``a``, except the contiguous one."""
-    return tuple(_stride(t5, d) if d == inner_dim else _stride(t5, d) // a for d in range(t5.dim()))
+    return tuple(
+        used_stride(t5, d) if d == inner_dim else used_stride(t5, d) // a for d in range(t5.dim())
+    )
+
+
+def coord_type(extent: int) -> str:
+    """Decompose flat tile coordinates in int32 (int64 division is a slow subroutine on GPUs)
+    unless the flattened extent could overflow it."""
+    return "tl.int32" if extent < 2**31 - 2**20 else "tl.int64"
 
 
 def with_coordinates(ctx: dict, extent: int) -> dict:
-    """Decompose flat tile coordinates in int32 (int64 division is a slow subroutine on GPUs)
-    unless the flattened extent could overflow it."""
-    return {**ctx, "coord": "tl.int32" if extent < 2**31 - 2**20 else "tl.int64"}
+    """``ctx`` with its ``coord`` type for ``extent`` (see coord_type)."""
+    return {**ctx, "coord": coord_type(extent)}
 
 
 def generated(family: str, ctx: dict):
@@ -155,18 +163,24 @@ class KernelLaunch:
         )
 
 
-def _window_launch(family, ctx, spec, args, problem) -> KernelLaunch:
+def tiled_launch(family, ctx, variant, args, problem, block_names) -> KernelLaunch:
+    """A launch over a 2-D grid of tiles: ``problem["outer"]`` by ``problem["inner"]`` in blocks
+    of the config's block_outer x block_inner, passed as the kernel's ``block_names``."""
     outer, inner = problem["outer"], problem["inner"]
-    names = ("BLOCK_R", "BLOCK_W") if ctx["tile"] == "rows" else ("BLOCK_P", "BLOCK_C")
     return KernelLaunch(
         family,
         ctx,
-        spec,
+        variant,
         args,
         problem,
         grid=lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
-        meta=lambda cfg: {names[0]: cfg.block_outer, names[1]: cfg.block_inner},
+        meta=lambda cfg: {block_names[0]: cfg.block_outer, block_names[1]: cfg.block_inner},
     )
+
+
+def _window_launch(family, ctx, spec, args, problem) -> KernelLaunch:
+    names = ("BLOCK_R", "BLOCK_W") if ctx["tile"] == "rows" else ("BLOCK_P", "BLOCK_C")
+    return tiled_launch(family, ctx, spec, args, problem, names)
 
 
 def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
