@@ -19,6 +19,13 @@ import torch.nn.functional as F  # noqa: E402
 
 from tgpool import runtime  # noqa: E402
 
+# Dynamo records torch's functions when it first traces. If that first trace happens inside
+# triton_only() (torch's pooling replaced by `refuse`), a later compile of the real
+# F.max_pool2d fails as an untraceable function; so trace them once, unpatched, up front.
+torch.compile(lambda t: F.max_pool2d(t, 2, return_indices=True), backend="eager", fullgraph=True)(
+    torch.zeros(1, 1, 2, 2)
+)
+
 _TORCH_POOLS = [
     "max_pool1d",
     "max_pool2d",
