@@ -80,6 +80,12 @@ def _grid_meta(tile, S):
     return meta
 
 
+def _present(t, dummy):
+    """``t``, or ``dummy`` in the argument slot of an absent (None or empty) tensor: the variant
+    never reads that pointer."""
+    return dummy if t is None or t.numel() == 0 else t
+
+
 def _c_block(tile, cfg) -> int:
     return cfg.block_outer if tile in ("rows", "flat") else cfg.block_inner
 
@@ -111,20 +117,9 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
     dummy = out
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     partial = splits > 1
-    ctx = context(
-        FORWARD,
-        reduction,
-        layout,
-        tile,
-        x.dtype,
-        mask is not None,
-        with_indices,
-        with_aux,
-        align,
-        p_value,
-        S,
-        partial,
-    )
+    variant = (reduction, layout, tile, x.dtype, mask is not None, with_indices, with_aux)
+    variant += (align, p_value, S)
+    ctx = context(FORWARD, *variant, partial)
     problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1 or tile == "flat")
     if partial:
         shape = (B, splits, C)
@@ -135,18 +130,13 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
         targets = (psum, pmax, pidx, paux if with_aux else psum)
         o_strides = psum.stride()
     else:
-        targets = (
-            out,
-            maxes if maxes.numel() else dummy,
-            idx if idx.numel() else dummy,
-            aux if aux.numel() else dummy,
-        )
+        targets = (out, _present(maxes, dummy), _present(idx, dummy), _present(aux, dummy))
         o_strides = (out.stride(0), 0, out.stride(1))
     args = (
         x,
-        m if m is not None else dummy,
-        offsets if offsets is not None else dummy,
-        counts if counts is not None else dummy,
+        _present(m, dummy),
+        _present(offsets, dummy),
+        _present(counts, dummy),
         p_t,
         *targets,
         *scaled,
@@ -168,31 +158,19 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
         )
     ]
     if partial:
-        cctx = context(
-            COMBINE,
-            reduction,
-            layout,
-            tile,
-            x.dtype,
-            mask is not None,
-            with_indices,
-            with_aux,
-            align,
-            p_value,
-            S,
-        )
+        cctx = context(COMBINE, *variant)
         cargs = (
             psum,
             pmax,
             pidx,
             paux if with_aux else psum,
-            offsets if offsets is not None else dummy,
-            counts if counts is not None else dummy,
+            _present(offsets, dummy),
+            _present(counts, dummy),
             p_t,
             out,
-            maxes if maxes.numel() else dummy,
-            idx if idx.numel() else dummy,
-            aux if aux.numel() else dummy,
+            _present(maxes, dummy),
+            _present(idx, dummy),
+            _present(aux, dummy),
             B,
             S,
             C,
@@ -268,10 +246,10 @@ def plan_backward(
         assert all(t.stride(d) == g.stride(d) for d in live), "(B, C) tensors share strides"
     args = (
         x,
-        m if m is not None else dummy,
-        offsets if offsets is not None else dummy,
-        counts if counts is not None else dummy,
-        p if p is not None else dummy,
+        _present(m, dummy),
+        _present(offsets, dummy),
+        _present(counts, dummy),
+        _present(p, dummy),
         g,
         gm,
         k,
