@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 
 from . import global_kernels
 from .spec import DTYPES, is_channels_last, output_strides
@@ -27,6 +26,7 @@ from .window_pool import (
     alignment,
     as_5d,
     scaled_strides,
+    tiled_launch,
     with_coordinates,
 )
 
@@ -176,15 +176,7 @@ def _launch(family, ctx, args, outer, inner, dtype, vector) -> KernelLaunch:
     problem = {"outer": outer, "inner": inner, "dtype": DTYPES[dtype], "vector": vector}
     if ctx["tile"] == "rows":
         problem["inner_step"] = ROWS_STEP[family]
-    return KernelLaunch(
-        family,
-        ctx,
-        ctx["variant"],
-        args,
-        problem,
-        grid=lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
-        meta=lambda cfg: {names[0]: cfg.block_outer, names[1]: cfg.block_inner},
-    )
+    return tiled_launch(family, ctx, ctx["variant"], args, problem, names)
 
 
 def _channel_alignments(a: torch.Tensor, b: torch.Tensor, *more: torch.Tensor):
