@@ -1,4 +1,5 @@
-"""The ``tgpool`` command line: demo, codegen, inspect, list, and (cli_tune.py) tune and cache.
+"""The ``tgpool`` command line: demo, codegen, inspect, list, (cli_tune.py) tune and cache, and
+(cli_bench.py) bench.
 
 Exit codes: 0 on success, 1 when a check fails (``inspect --fail-on-spill`` finding a spill), 2 on
 usage errors (argparse's convention) and where a needed GPU is missing, with a one-line reason.
@@ -151,9 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_list)
 
-    from . import cli_tune
+    from . import cli_bench, cli_tune
 
     cli_tune.add_parsers(sub)
+    cli_bench.add_parser(sub)
     return parser
 
 
