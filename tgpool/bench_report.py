@@ -191,7 +191,7 @@ def plot(path: Path, rows: list[Row], env: dict) -> Path | None:
     height = max(3.0, 0.22 * len(mine) + 1.5)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, height), sharey=True)
     ys = range(len(mine))
-    peers = [p for p in TORCH_PEERS if any(p in r.speedups for r in mine)]
+    peers = [p for p in TORCH_PEERS if any(r.speedups.get(p, 0) > 0 for r in mine)]  # not NaN
     bar = 0.8 / max(len(peers), 1)
     for i, p in enumerate(peers):
         ax1.barh(
