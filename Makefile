@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # a multi-GB CUDA build. On a GPU machine, pass TORCH="torch" (or an index URL) instead.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-interpret lint format clean
+.PHONY: setup demo bench-tiny test test-interpret lint format clean
 
 $(BIN)/tgpool: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup: $(BIN)/tgpool
 
 demo: setup
 	$(BIN)/tgpool demo
+
+# The benchmark harness on tiny shapes through the interpreter (not a timing): it must not rot.
+bench-tiny: setup
+	$(BIN)/tgpool bench --tiny --out build/bench-tiny
 
 # The whole suite on CPU: every kernel runs through the Triton interpreter.
 test: setup
