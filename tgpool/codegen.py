@@ -2,9 +2,13 @@
 
 Triton reads a kernel's source with ``inspect``, so generated code must live in a file: each
 rendering is written to ``<cache>/kernels/<family>_<sha256 of the source>.py`` atomically (a
-temporary file and ``os.replace``), and an existing file is used only if its bytes are exactly
-the rendering (a truncated or edited file is rewritten, never trusted). Identical variants share
-the file and, within a process, the imported module.
+temporary file and ``os.replace``, cache_io.write_atomic), and an existing file is used only if
+its bytes are exactly the rendering: a file whose name (its hash) does not match its bytes (cut
+short by a crash, edited) is written again, with one warning. Unlike the tuned-config file it is
+not kept aside: it holds nothing but a rendering, which is regenerated exactly. Where
+the cache folder cannot be written (read-only, full disk) the kernels go to a private temporary
+folder for this process, with one ``TgpoolCacheWarning``: pooling never fails for a cache fault.
+Identical variants share the file and, within a process, the imported module.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from types import ModuleType
 
 import jinja2
 
+from .cache_io import warn_once, write_atomic
 from .resources import templates_dir, user_cache_dir
 
 _lock = threading.Lock()
@@ -56,29 +61,53 @@ def source_path(family: str, source: str) -> Path:
     return kernel_dir() / f"{family}_{digest}.py"
 
 
+_fallback: Path | None = None  # this process's private kernel folder, once the cache failed
+
+
+def _fallback_dir() -> Path:
+    global _fallback
+    if _fallback is None:
+        _fallback = Path(tempfile.mkdtemp(prefix=f"tgpool-kernels-{os.getpid()}-"))
+    return _fallback
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    write_atomic(path, text.encode())
+
+
+def _matches(path: Path, source: str) -> bool | None:
+    """Whether ``path`` holds exactly ``source``; None when there is no readable file."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return path.read_bytes() == source.encode()
+    except OSError:
+        return None
 
 
 def ensure_file(family: str, source: str) -> Path:
-    """The cache file holding exactly ``source``, (re)written if missing or different."""
+    """A file holding exactly ``source``: the cache's, (re)written if missing or different, or
+    (the cache folder failing) one in this process's private folder."""
     path = source_path(family, source)
+    found = _matches(path, source)
+    if found:
+        return path
     try:
-        if path.read_text(encoding="utf-8") == source:
-            return path
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    _write_atomic(path, source)
+        _write_atomic(path, source)
+    except OSError as e:
+        fallback = _fallback_dir() / path.name
+        warn_once(
+            ("kernels", str(path.parent), e.errno),
+            f"tgpool: cannot write generated kernels to {path.parent} ({e}); using "
+            f"{fallback.parent} for this process (set TGPOOL_CACHE_DIR to a writable folder)",
+        )
+        if not _matches(fallback, source):
+            write_atomic(fallback, source.encode())
+        return fallback
+    if found is False:
+        warn_once(
+            (str(path), "damaged"),
+            f"tgpool: the generated kernel {path} did not hold its source (cut short or "
+            "edited); wrote it again",
+        )
     return path
 
 

@@ -14,9 +14,13 @@ The user's file (``<user cache>/autotune.json``) is written by merging: under an
 and the result replaces the file atomically (temporary file + ``os.replace``). Two processes
 tuning at once therefore keep each other's entries, and a reader never sees half a file. A file
 that is not JSON, or of another format version, is warned about once, ignored when reading, and
-moved aside (``autotune.json.bad-N``, never deleted) before the next write. Entries that do not
-parse are skipped when looking up but kept when merging: no write loses someone else's data.
-Shipped files are read-only inputs.
+moved aside (``autotune.json.bad-N``, never deleted) before the next write. A file cut short
+(a crash mid-write of an old non-atomic writer, a full disk) still gives up every entry written
+in full (``salvage``): lookups use them and the next write keeps them. Entries that do not parse
+are skipped when looking up but kept when merging: no write loses someone else's data. A cache
+that cannot be written (read-only folder, full disk) warns once (``TgpoolCacheWarning``) and keeps
+the new entries in memory (``Store``); the file on disk is left as it was. Shipped files are
+read-only inputs.
 """
 
 from __future__ import annotations
@@ -25,12 +29,10 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import re
-import tempfile
-import warnings
 from pathlib import Path
 
+from .cache_io import TgpoolCacheWarning, warn_once, write_atomic
 from .launch import LaunchConfig
 from .resources import autotune_cache_dir, user_cache_dir
 
@@ -129,13 +131,7 @@ def user_path() -> Path:
 
 # --- reading --------------------------------------------------------------------------------------
 
-_warned: set = set()
-
-
-def _warn_once(token, message: str) -> None:
-    if token not in _warned:
-        _warned.add(token)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+__all__ = ["TgpoolCacheWarning"]  # re-exported: the warning cache files raise
 
 
 def parse(text: str, path: Path) -> dict:
@@ -156,8 +152,45 @@ def parse(text: str, path: Path) -> dict:
     return entries
 
 
+_ENTRIES = re.compile(r'"entries"\s*:\s*\{')
+_HEADER = (re.compile(rf'"kind"\s*:\s*"{KIND}"'), re.compile(rf'"format"\s*:\s*{FORMAT}\b'))
+
+
+def salvage(text: str) -> dict:
+    """The raw entries written in full before a file of this format was cut short: each
+    ``"key": {...}`` pair of "entries" up to the first that does not parse. {} for anything
+    else (another format, another kind of file, nothing complete)."""
+    found = _ENTRIES.search(text)
+    if found is None or not all(h.search(text, 0, found.start()) for h in _HEADER):
+        return {}
+    decoder, out, i = json.JSONDecoder(), {}, found.end()
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    try:
+        while True:
+            key, i = decoder.raw_decode(text, skip(i))
+            i = skip(i)
+            if not isinstance(key, str) or text[i] != ":":
+                break
+            value, i = decoder.raw_decode(text, skip(i + 1))
+            if isinstance(value, dict):
+                out[key] = value
+            i = skip(i)
+            if text[i] != ",":
+                break
+            i += 1
+    except (ValueError, IndexError):  # the cut: everything before it is kept
+        pass
+    return out
+
+
 def read_entries(path: Path | None) -> dict:
-    """Raw entries of a cache file: {} when it is missing, or (one warning) unreadable."""
+    """Raw entries of a cache file: {} when it is missing, or (one warning) unreadable; the
+    complete entries of a truncated file (one warning)."""
     if path is None:
         return {}
     try:
@@ -166,13 +199,18 @@ def read_entries(path: Path | None) -> dict:
     except FileNotFoundError:
         return {}
     except OSError as e:
-        _warn_once((str(path), "os"), f"tgpool: cannot read autotune cache {path}: {e}")
+        warn_once((str(path), "read", e.errno), f"tgpool: cannot read autotune cache {path}: {e}")
         return {}
     try:
         return parse(text, path)
     except ValueError as e:
-        _warn_once((str(path), stat.st_mtime_ns, stat.st_size), f"tgpool: ignoring {e}")
-        return {}
+        kept = salvage(text)
+        how = f"using the {len(kept)} complete entries it holds" if kept else "ignoring it"
+        warn_once(
+            (str(path), stat.st_mtime_ns, stat.st_size),
+            f"tgpool: {e}; {how} (it is moved to {path.name}.bad-N at the next write)",
+        )
+        return kept
 
 
 def valid(entries: dict, path) -> dict[str, tuple[TuneKey, LaunchConfig, dict]]:
@@ -187,7 +225,7 @@ def valid(entries: dict, path) -> dict[str, tuple[TuneKey, LaunchConfig, dict]]:
         except (KeyError, TypeError, ValueError):
             bad.append(text)
     if bad:
-        _warn_once((str(path), tuple(bad)), f"tgpool: {path}: skipping {len(bad)} bad entries")
+        warn_once((str(path), tuple(bad)), f"tgpool: {path}: skipping {len(bad)} bad entries")
     return found
 
 
@@ -212,31 +250,12 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _set_aside(path: Path, reason: str) -> Path:
-    """Rename an unusable file to the first free ``<name>.bad-N`` (under the lock)."""
-    n = 1
-    while path.with_name(f"{path.name}.bad-{n}").exists():
-        n += 1
-    backup = path.with_name(f"{path.name}.bad-{n}")
-    os.replace(path, backup)
-    warnings.warn(f"tgpool: {reason}; moved it to {backup}", RuntimeWarning, stacklevel=3)
-    return backup
-
-
-def write_file(path: Path, entries: dict) -> None:
-    """Write ``entries`` as a cache file, atomically (temporary file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_file(path: Path, entries: dict, *, set_aside: bool = False) -> Path | None:
+    """Write ``entries`` as a cache file, atomically (cache_io.write_atomic: on an OSError the
+    existing file is untouched). ``set_aside``: keep the file it replaces as ``.bad-N``."""
     data = {"kind": KIND, "format": FORMAT, "entries": dict(sorted(entries.items()))}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(data, indent=1) + "\n"
+    return write_atomic(path, text.encode(), set_aside=set_aside)
 
 
 def merge_into(path: Path, new: dict, *, replace: bool = False) -> dict:
@@ -245,18 +264,26 @@ def merge_into(path: Path, new: dict, *, replace: bool = False) -> dict:
     candidate measured by one process is never measured again by another. ``replace``: write
     ``new`` alone (``tgpool cache clear`` writes {})."""
     with locked(path):
-        current = {}
+        current, unusable, salvaged = {}, None, 0
         if path.exists() and not replace:
+            text = path.read_text()
             try:
-                current = parse(path.read_text(), path)
+                current = parse(text, path)
             except ValueError as e:
-                _set_aside(path, str(e))
+                current, unusable = salvage(text), str(e)
+                salvaged = len(current)
         for text, entry in new.items():
             old = current.get(text)
             if isinstance(old, dict) and isinstance(old.get("timings"), dict):
                 entry = {**entry, "timings": {**old["timings"], **entry.get("timings", {})}}
             current[text] = entry
-        write_file(path, current)
+        backup = write_file(path, current, set_aside=unusable is not None)
+        if backup is not None:
+            warn_once(
+                str(backup),
+                f"tgpool: {unusable}; moved it to {backup} (its {salvaged} complete "
+                "entries are kept in the new file)",
+            )
         return current
 
 
@@ -264,12 +291,19 @@ def merge_into(path: Path, new: dict, *, replace: bool = False) -> dict:
 
 
 class Store:
-    """The user's file and the shipped files, read once per change of the user's file."""
+    """The user's file and the shipped files, read once per change of the user's file.
+
+    Entries that could not be written (read-only folder, full disk: one TgpoolCacheWarning) are
+    kept in memory, looked up before the file's, and written with the next successful store.
+    ``reread=False`` (used while a CUDA graph is captured) answers from the files as last read,
+    without touching the file system, when they were read before."""
 
     def __init__(self, user: Path | None = None, shipped_dir: Path | None = None):
         self._user = user
         self._shipped_dir = shipped_dir
         self._seen: dict = {}
+        self._unsaved: dict = {}  # raw entries a write failed to keep
+        self._unsaved_valid: dict = {}
 
     @property
     def user(self) -> Path:
@@ -280,9 +314,11 @@ class Store:
             return self._shipped_dir / f"{slug(gpu)}.json"
         return shipped_path(gpu)
 
-    def _valid(self, path: Path | None) -> dict:
+    def _valid(self, path: Path | None, reread: bool = True) -> dict:
         if path is None:
             return {}
+        if not reread and path in self._seen:
+            return self._seen[path][1]
         try:
             stat = path.stat()
             stamp = (stat.st_mtime_ns, stat.st_size)
@@ -294,29 +330,34 @@ class Store:
             self._seen[path] = cached
         return cached[1]
 
-    def user_entries(self) -> dict:
-        return self._valid(self.user)
+    def user_entries(self, reread: bool = True) -> dict:
+        found = self._valid(self.user, reread)
+        return {**found, **self._unsaved_valid} if self._unsaved_valid else found
 
-    def shipped_entries(self, gpu: str) -> dict:
-        return self._valid(self.shipped(gpu))
+    def shipped_entries(self, gpu: str, reread: bool = True) -> dict:
+        return self._valid(self.shipped(gpu), reread)
 
-    def exact(self, key: TuneKey) -> tuple[LaunchConfig, dict, str] | None:
+    def exact(self, key: TuneKey, reread: bool = True) -> tuple[LaunchConfig, dict, str] | None:
         """(config, entry, "user" | "shipped") for exactly ``key``, user first."""
         for source, entries in (
-            ("user", self.user_entries()),
-            ("shipped", self.shipped_entries(key.gpu)),
+            ("user", self.user_entries(reread)),
+            ("shipped", self.shipped_entries(key.gpu, reread)),
         ):
             hit = entries.get(key.text)
             if hit is not None:
                 return hit[1], hit[2], source
         return None
 
-    def nearest(self, key: TuneKey) -> tuple[LaunchConfig, dict, str] | None:
+    def nearest(self, key: TuneKey, reread: bool = True) -> tuple[LaunchConfig, dict, str] | None:
         """The same variant's entry whose bucket is nearest ``key``'s (distance in powers of two
         summed over both sides; ties: the user's first, then the smaller bucket)."""
         best = None
         for rank, source in enumerate(("user", "shipped")):
-            entries = self.user_entries() if source == "user" else self.shipped_entries(key.gpu)
+            entries = (
+                self.user_entries(reread)
+                if source == "user"
+                else self.shipped_entries(key.gpu, reread)
+            )
             for other, config, entry in entries.values():
                 if other.same_variant() != key.same_variant():
                     continue
@@ -330,10 +371,27 @@ class Store:
                     best = (order, (config, entry, f"{source} (nearest {other.bucket})"))
         return best[1] if best else None
 
-    def lookup(self, key: TuneKey) -> tuple[LaunchConfig, dict, str] | None:
-        return self.exact(key) or self.nearest(key)
+    def lookup(self, key: TuneKey, reread: bool = True) -> tuple[LaunchConfig, dict, str] | None:
+        return self.exact(key, reread) or self.nearest(key, reread)
 
-    def store(self, entries: dict) -> None:
-        """Merge raw entries (key text -> entry) into the user's file."""
-        if entries:
-            merge_into(self.user, entries)
+    def store(self, entries: dict) -> bool:
+        """Merge raw entries (key text -> entry) into the user's file; whether they were written.
+        When they cannot be (an OSError: read-only folder, full disk, ...) they are kept in
+        memory for this Store's lookups, with one warning per cause, and never raised."""
+        if not entries:
+            return True
+        pending = {**self._unsaved, **entries}
+        try:
+            merge_into(self.user, pending)
+        except OSError as e:
+            self._unsaved = pending
+            self._unsaved_valid = valid(pending, "tgpool's in-memory tuned configs")
+            warn_once(
+                ("write", str(self.user), e.errno),
+                f"tgpool: cannot write the autotune cache {self.user} ({e}); tuned configs are "
+                "kept in memory for this process only (set TGPOOL_CACHE_DIR to a writable "
+                "folder to keep them)",
+            )
+            return False
+        self._unsaved, self._unsaved_valid = {}, {}
+        return True

@@ -13,7 +13,8 @@ measures only the candidates it has no time for (``retune`` measures all again).
 
 At run time ``provide`` (the launch provider, see launch.py) looks keys up in the caches
 (tune_cache.Store); it tunes a missing key only with ``TGPOOL_AUTOTUNE=1``, once per key, never
-while a CUDA graph is being captured nor under torch.compile tracing.
+while a CUDA graph is being captured nor under torch.compile tracing. During capture a lookup
+reads no file (the files as read before capture): tune and warm up before capturing.
 """
 
 from __future__ import annotations
@@ -317,18 +318,31 @@ def autotune_enabled() -> bool:
     return os.environ.get("TGPOOL_AUTOTUNE", "0").lower() in ("1", "true", "on", "yes")
 
 
-def may_tune_now(plan) -> bool:
-    """Not while a CUDA graph is captured (tuning launches and allocates), not while
-    torch.compile traces, and only on real CUDA tensors (no fake or meta ones)."""
+def on_real_cuda(plan) -> bool:
+    """Whether every tensor of the plan is a real CUDA tensor (no fake, meta or CPU ones)."""
     tensors = _tensors(plan)
     if not tensors or any(t.device.type != "cuda" for t in tensors):
         return False
-    if any(type(t).__name__ == "FakeTensor" for t in tensors):
+    return not any(type(t).__name__ == "FakeTensor" for t in tensors)
+
+
+def capturing() -> bool:
+    """Whether a CUDA graph is being captured on the current stream."""
+    try:
+        return torch.cuda.is_current_stream_capturing()
+    except RuntimeError:  # a torch built without CUDA
+        return False
+
+
+def may_tune_now(plan) -> bool:
+    """Not while a CUDA graph is captured (tuning launches, allocates, synchronises and writes
+    files), not while torch.compile traces, and only on real CUDA tensors."""
+    if not on_real_cuda(plan):
         return False
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and getattr(compiler, "is_compiling", lambda: False)():
         return False
-    return not torch.cuda.is_current_stream_capturing()
+    return not capturing()
 
 
 def provide(family: str, variant, problem: dict, plan=None) -> LaunchConfig | None:
@@ -348,7 +362,8 @@ def provide(family: str, variant, problem: dict, plan=None) -> LaunchConfig | No
             result = tuner.ensure([plan])[0]
             config = result.config
         else:
-            hit = tuner.store.lookup(key)
+            # while a graph is captured: the files as read before capture, no file system access
+            hit = tuner.store.lookup(key, reread=not capturing())
             config = hit[0] if hit else None
             if autotune_enabled():  # tuning was deferred: look again at the next launch
                 return config
