@@ -74,8 +74,9 @@ def check_input(input: Tensor, op: str, ndim: int) -> bool:
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}(): argument 'input' must be a Tensor, not {type(input).__name__}")
     if input.dim() not in (ndim + 1, ndim + 2):
-        if op == "avg_pool2d" and input.dim() < 3:
-            # ATen's avg_pool2d reads input.size(-3) before it checks the rank
+        if op in ("avg_pool2d", "lp_pool2d") and input.dim() < 3:
+            # ATen's avg_pool2d (lp_pool2d's composite too) reads input.size(-3) before it
+            # checks the rank
             raise IndexError(
                 f"{op}: expected a 3D (unbatched) or 4D (batched) input, "
                 f"but got input of size {tuple(input.shape)}"

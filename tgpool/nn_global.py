@@ -56,7 +56,11 @@ def _check_data_format(data_format) -> str:
 
 
 def _bool_mask(mask, device) -> Tensor:
-    """Keras casts a mask to bool before pooling: any non-zero value marks a valid step."""
+    """Keras casts a mask to bool before pooling: any non-zero value marks a valid step (a float
+    mask that requires grad gets none: it selects positions, it is not a value). A tensor mask
+    on another device than the input's is refused, as torch's ops refuse mixed devices."""
+    if isinstance(mask, Tensor) and mask.device != device:
+        raise RuntimeError(f"mask is on {mask.device} but the input is on {device}")
     mask = torch.as_tensor(mask, device=device)
     return mask if mask.dtype == torch.bool else mask != 0
 

@@ -230,7 +230,8 @@ def _check_fractional(ndim: int, input: Tensor, kernel_size, output_size, sample
     aten = op if ndim == 2 else f"{op}_out"
     if input.dim() not in (ndim + 1, ndim + 2):
         raise RuntimeError(
-            f"{aten}(): Expected {ndim + 1}D or {ndim + 2}D tensor, but got: {list(input.shape)}"
+            f"{aten}(): Expected {ndim + 1}D or {ndim + 2}D input tensor, but got: "
+            f"{list(input.shape)}"
         )
     for d in range(1, input.dim()):
         if input.shape[d] == 0:
@@ -277,6 +278,11 @@ def _check_fractional(ndim: int, input: Tensor, kernel_size, output_size, sample
             f"{op}: expected '_random_samples' on the input's device {input.device}, got "
             f"{samples.device}"
         )
+    if samples.requires_grad and torch.is_grad_enabled():  # torch's autograd refuses it too
+        raise RuntimeError(
+            f"The function '{op}' is not differentiable with respect to argument "
+            "'_random_samples'. This input cannot have requires_grad True."
+        )
 
 
 def _fractional(ndim, input, kernel_size, output_size, output_ratio, return_indices, samples):
@@ -286,9 +292,16 @@ def _fractional(ndim, input, kernel_size, output_size, output_ratio, return_indi
     kernel = _require_ints(op, "kernel_size", _EXPAND[ndim](kernel_size))
     size = _require_ints(op, "output_size", _EXPAND[ndim](output_size))
     if samples is None:
+        if input.dim() < ndim + 1:  # torch reads input.size(-ndim - 1) to draw the samples
+            raise IndexError(
+                f"{op}(): Dimension out of range: samples are drawn for input.size({-ndim - 1}) "
+                f"channels, but the input has size {list(input.shape)} (expected "
+                f"{ndim + 1}D or {ndim + 2}D)"
+            )
         if input.dtype not in DTYPES:  # torch.rand refuses them too, before drawing
             raise NotImplementedError(
-                f"\"check_uniform_bounds\" not implemented for '{_scalar_name(input.dtype)}'"
+                f"\"check_uniform_bounds\" not implemented for '{_scalar_name(input.dtype)}' "
+                "(the input's dtype: tgpool supports float16, bfloat16, float32 and float64)"
             )
         # exactly torch's draw, so that the same seed gives the same windows
         n_batch = 1 if input.dim() == ndim + 1 else input.size(0)
