@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from . import global_ops, global_reference, runtime
+from . import autocast_policy, global_ops, global_reference, runtime
 from .global_layout import collapses
 from .spec import DTYPES
 
@@ -145,6 +145,9 @@ def global_pool(
     op = "global_pool"
     _check_input(input, op)
     _check_reduction(reduction, op, return_indices)
+    input, p = autocast_policy.cast(
+        autocast_policy.op_for_global(reduction, input.dim() - 2), input.device.type, input, p
+    )
     if data_format not in DATA_FORMATS:
         raise ValueError(
             f"{op}: unknown data_format {data_format!r}; expected 'channels_first' or "
@@ -320,6 +323,9 @@ def ragged_pool(
     op = "ragged_pool"
     _check_offsets(values, offsets, validate, op)
     _check_reduction(reduction, op, return_indices)
+    values, p = autocast_policy.cast(
+        autocast_policy.op_for_global(reduction, 1), values.device.type, values, p
+    )
     _check_p(p, eps, reduction, op, values.device)
     if runtime.uses_triton(values):
         offsets = offsets.to(device=values.device, non_blocking=True)

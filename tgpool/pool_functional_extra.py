@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.utils import _pair, _single, _triple
 
-from . import fractional_ops, runtime, unpool_ops
+from . import autocast_policy, fractional_ops, runtime, unpool_ops
 from .spec import DTYPES, _strides_like_channels_last, is_channels_last
 
 __all__ = [
@@ -163,6 +163,7 @@ def _max_unpool(ndim, input, indices, kernel_size, stride, padding, output_size)
     op = f"max_unpool{ndim}d"
     _require_tensor(op, "input", input)
     _require_tensor(op, "indices", indices)
+    (input,) = autocast_policy.cast(op, input.device.type, input)
     expand = _EXPAND[ndim]
     kernel_size = expand(kernel_size)
     stride = expand(stride) if stride is not None else kernel_size
@@ -308,6 +309,8 @@ def _fractional(ndim, input, kernel_size, output_size, output_ratio, return_indi
         samples = torch.rand(
             n_batch, input.size(-ndim - 1), ndim, dtype=input.dtype, device=input.device
         )
+    # torch draws the samples in the input's dtype, then autocast casts both
+    input, samples = autocast_policy.cast(op, input.device.type, input, samples)
     _check_fractional(ndim, input, kernel, size, samples)
     if not runtime.uses_triton(input):
         fn = getattr(F, f"{op}_with_indices")
