@@ -24,8 +24,13 @@ demo: setup
 bench-tiny: setup
 	$(BIN)/tgpool bench --tiny --out build/bench-tiny
 
+# timm's pooling heads for tests/test_patch.py, without timm's dependencies (torchvision does not
+# import beside torch 2.13); the tests load only timm/layers/adaptive_avgmax_pool.py from here.
+build/timm: $(BIN)/tgpool
+	$(BIN)/python -m pip install -q --no-deps --target $@ timm==1.0.31
+
 # The whole suite on CPU: every kernel runs through the Triton interpreter.
-test: setup
+test: setup build/timm
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests
 
 test-interpret: test
