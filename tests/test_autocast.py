@@ -208,17 +208,20 @@ def test_autocast_traces_under_torch_compile_fullgraph():
     torch.testing.assert_close(out3, F.avg_pool3d(x.float(), 2))
 
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def _cuda(test):
+    """Marked for GPU runs; skipped without a CUDA device."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    return pytest.mark.gpu(skip(test))
 
 
-@CUDA
+@_cuda
 @pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_cuda_autocast_matches_torch(name, autocast_dtype):
     _check(name, "cuda", autocast_dtype, autocast_dtype)
 
 
-@CUDA
+@_cuda
 def test_policy_agrees_with_torch_on_cuda():
     for name, (n, _ours, theirs, _) in OPS.items():
         if "-" in name or name in ("sppf", "ragged_pool"):
