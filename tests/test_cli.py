@@ -310,3 +310,20 @@ def test_tune_prints_its_table_and_exports_the_shipped_format(
     code, out, _ = run(capsys, "tune", str(path), "--repeats", "1", "--quiet")
     rows = [r for r in out.splitlines() if r.startswith("window_pool_")]
     assert code == 0 and all(r.endswith("user") for r in rows)  # cached: not measured again
+
+
+def test_cache_clear_on_an_unwritable_folder_exits_2_and_keeps_the_file(
+    capsys, cache_dir, monkeypatch
+):
+    path = cache_dir / "autotune.json"
+    tune_cache.merge_into(path, _entries(2))
+    before = path.read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(cache_dir))
+
+    monkeypatch.setattr("os.replace", refuse)  # a read-only folder, also when tests run as root
+    code, out, err = run(capsys, "cache", "clear")
+    assert code == 2 and err.startswith("tgpool cache clear:") and "Permission denied" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert path.read_bytes() == before

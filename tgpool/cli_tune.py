@@ -134,6 +134,15 @@ def _tune(args) -> int:
 
 
 def _cache(args) -> int:
+    # A cache folder that cannot be read or written (read-only, full disk) is a usage problem of
+    # this command: one line on stderr and exit code 2, never a traceback; files are untouched.
+    try:
+        return _cache_action(args)
+    except OSError as e:
+        return _fail(f"cache {args.action}", e)
+
+
+def _cache_action(args) -> int:
     store = tune_cache.Store()
     if args.action == "show":
         sources = [("user", store.user)]
