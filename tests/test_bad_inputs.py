@@ -107,12 +107,16 @@ def _window_cases():
     cases = []
     for name, n, ours, theirs in WINDOW:
         sp = (4,) * n
-        # integer inputs: torch's CPU max/avg kernels accept some (test_errors.py covers those)
-        for tag, make in (("bool", lambda s: x_(*s) > 0.5), ("complex", cplx)):
+        # integer inputs: torch's CPU max/avg kernels accept some (test_errors.py covers
+        # those), and lp_pool's composite pools integers and bools as floats (its pow); tgpool
+        # refuses every non-floating input with NotImplementedError
+        tags = [("bool", lambda s: x_(*s) > 0.5), ("complex", cplx)]
+        if not name.startswith(("max", "avg")):
+            tags.append(("int64", lambda s: x_(*s).long()))
+        for tag, make in tags:
             x = make((2, 3, *sp))
-            torch_call = (
-                None if name.startswith("lp") and tag == "bool" else (lambda t=theirs, x=x: t(x))
-            )
+            torch_accepts = name.startswith("lp") and tag in ("bool", "int64")
+            torch_call = None if torch_accepts else (lambda t=theirs, x=x: t(x))
             cases.append(
                 Bad(
                     f"{name}-{tag}_input",
@@ -366,9 +370,9 @@ def test_bad_input_raises_like_torch_before_any_launch(case):
 
 
 def test_every_public_function_has_bad_cases():
+    """Every pooling function exported at tgpool.* (tgpool.functional.__all__) has a case."""
     covered = {c.name.split("-")[0] for c in BAD}
-    missing = {n for n in dir(tgpool) if callable(getattr(tgpool, n)) and not n.startswith("_")}
-    missing -= covered | {"functional", "nn", "ops"}
+    missing = {n for n in tgpool.functional.__all__ if hasattr(tgpool, n)} - covered
     assert not missing, missing
 
 
@@ -463,6 +467,20 @@ def test_adaptive_avg_zero_channels_like_torch(n):
     x = x_(2, 0, *(5,) * n)
     out = getattr(tgpool, f"adaptive_avg_pool{n}d")(x, 2)
     assert out.shape == getattr(F, f"adaptive_avg_pool{n}d")(x, 2).shape
+
+
+def test_ragged_pool_of_no_segment():
+    out = tgpool.ragged_pool(x_(0, 3), torch.tensor([0]), "max")
+    assert out.shape == (0, 3) and out.dtype == torch.float32
+
+
+def test_cpu_extras_with_an_input_on_meta():
+    """CPU offsets and a CPU p are accepted with an input on any device (read on the host or
+    moved, without a synchronisation); on meta the result is shape inference."""
+    v, x = x_(5, 3, device=META), x_(2, 3, 4, 4, device=META)
+    assert tgpool.ragged_pool(v, OFFS, "gem", p=p_()).shape == (2, 3)
+    assert tgpool.gem(x, p_()).shape == (2, 3)
+    assert tgpool.nn.GeM()(x).device == META
 
 
 def test_global_and_ragged_empty_rows_pool_to_zero():

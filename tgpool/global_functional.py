@@ -189,6 +189,8 @@ def global_pool(
 def _pool_reference(fn, tensors, reduction, *rest):
     """The reference path (devices without Triton), composed like the Triton path."""
     *layout, p, eps = rest
+    if isinstance(p, Tensor):  # a CPU p is accepted with any input, as on the Triton path
+        p = p.to(tensors[0].device)
     kernel = KERNEL_REDUCTION.get(reduction, reduction)
     if kernel == "avg+max":
         avg, _ = fn(*tensors, "avg", *layout, p, eps)
