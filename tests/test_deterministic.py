@@ -9,6 +9,12 @@ write would show up here as NaN.
 tgpool calls no torch op that raises the nondeterministic alert on CUDA (no index_add_,
 scatter_add_, index_put_(accumulate=True), put_, bincount, histc, cumsum) and its templates
 use no atomics: every gradient element is summed by one program in a fixed order.
+
+max_unpool with repeated indices holding different values is where torch itself refuses
+deterministic mode (max_unpooling2d_forward_out "does not have a deterministic
+implementation"): stores from different programs to one address land in any order on a GPU.
+tgpool keeps only the last occurrence of a repeated index in that mode (tgpool.unpool.
+last_writer_only: a stable sort, no host sync), which is torch's CPU result.
 """
 
 from __future__ import annotations
@@ -145,6 +151,49 @@ def test_forward_and_backward_are_deterministic(name, deterministic):
     for g1, g2 in zip(grads1, grads2, strict=True):
         assert not g1.isnan().any(), "a gradient element was left unwritten"
         assert torch.equal(bits(g1), bits(g2))
+
+
+def _repeated_indices():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    idx = torch.randint(0, 6, (2, 3, 8, 8), generator=g)  # 64 values onto 6 positions
+    return x, idx
+
+
+def test_unpool_with_repeated_indices_keeps_the_last_value(deterministic, monkeypatch):
+    from tgpool import unpool
+
+    calls = []
+    real = unpool.last_writer_only
+    monkeypatch.setattr(unpool, "last_writer_only", lambda i: calls.append(1) or real(i))
+    x, idx = _repeated_indices()
+    before = launches()
+    first = tgpool.max_unpool2d(x, idx, 1)
+    second = tgpool.max_unpool2d(x, idx, 1)
+    assert launches() > before and len(calls) == 2, "the repeats were not resolved"
+    torch.use_deterministic_algorithms(False)  # torch refuses the call in deterministic mode
+    expected = torch.nn.functional.max_unpool2d(x, idx, 1)
+    assert torch.equal(first, expected) and torch.equal(bits(first), bits(second))
+
+
+def test_last_writer_only_marks_the_earlier_repeats():
+    from tgpool.unpool import last_writer_only
+
+    idx = torch.tensor([[[3, 1, 3, 0, 1, 3]]])
+    assert last_writer_only(idx).tolist() == [[[-1, -1, -1, 0, 1, 3]]]
+    assert last_writer_only(idx[:0]).shape == (0, 1, 6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_unpool_with_repeated_indices_is_deterministic(deterministic):
+    x = torch.randn(64, 64, 32, 32, device="cuda")
+    idx = torch.randint(0, 4, x.shape, device="cuda")  # many programs store to 4 positions
+    runs = [tgpool.max_unpool2d(x, idx, 1) for _ in range(3)]
+    assert all(torch.equal(bits(r), bits(runs[0])) for r in runs)
+    torch.use_deterministic_algorithms(False)
+    expected = torch.nn.functional.max_unpool2d(x.cpu(), idx.cpu(), 1)
+    assert torch.equal(runs[0].cpu(), expected)
 
 
 def test_fixture_restores_the_previous_mode(deterministic):

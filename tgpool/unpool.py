@@ -8,9 +8,11 @@ as one, e.g. a slice of H with a full W, are copied once).
 
 Forward: the output is zero-filled (``torch.zeros``), then each input element is stored at its
 index: a plain store, no atomics. With repeated indices one of the stored values is kept (which
-one is unspecified, as in torch); indices from max pooling repeat only where windows overlap, and
-then they carry equal values, so the result is exact. Indices outside the output are skipped, so
-a kernel never writes out of bounds (CPU tensors are checked before the launch, as torch does).
+one is unspecified, as in torch; under torch.use_deterministic_algorithms(True) the last one,
+as torch's CPU kernel: see last_writer_only); indices from max pooling repeat only where windows
+overlap, and then they carry equal values, so the result is exact. Indices outside the output
+are skipped, so a kernel never writes out of bounds (CPU tensors are checked before the launch,
+as torch does).
 
 Backward: a gather, grad_in[n, c, p] = grad_out[n, c, idx[n, c, p]] (0 for an index outside
 the output): every element written once, deterministic.
@@ -136,8 +138,28 @@ def plan_forward(x: torch.Tensor, indices: torch.Tensor, output_size, channels_l
     return out, _launch(FORWARD, ctx, (x3, k3, o3, *sizes, *strides), problem)
 
 
+def last_writer_only(indices: torch.Tensor) -> torch.Tensor:
+    """``indices`` with every repeated index of a plane but its last occurrence set to -1 (which
+    the kernels skip): torch's CPU rule (the last value wins), one store per output element.
+
+    Used under ``torch.use_deterministic_algorithms(True)``: on a GPU, stores of different
+    values to one address from different programs land in an unspecified order (torch's
+    max_unpool raises in that mode instead). A stable sort and a gather: no host sync."""
+    if indices.numel() == 0:
+        return indices
+    planes = indices.reshape(indices.shape[0] * indices.shape[1], math.prod(indices.shape[2:]))
+    order, perm = torch.sort(planes, dim=1, stable=True)
+    last = torch.ones_like(order, dtype=torch.bool)
+    last[:, :-1] = order[:, 1:] != order[:, :-1]
+    keep = last.gather(1, torch.argsort(perm, dim=1))
+    return torch.where(keep, planes, -1).reshape(indices.shape)
+
+
 def forward(x: torch.Tensor, indices: torch.Tensor, output_size, channels_last: bool):
-    """Unpool batched ``x``: zeros everywhere but at the indices."""
+    """Unpool batched ``x``: zeros everywhere but at the indices (the last of repeated indices
+    wins in deterministic mode; see last_writer_only)."""
+    if torch.are_deterministic_algorithms_enabled():
+        indices = last_writer_only(indices)
     out, kernel_launch = plan_forward(x, indices, output_size, channels_last)
     out.zero_()
     if kernel_launch is not None:
