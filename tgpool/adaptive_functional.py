@@ -139,16 +139,9 @@ def checked(input, output_size, op: str, ndim: int, reduction: str):
 # --- the functions --------------------------------------------------------------------------------
 
 
-def _autocast(op: str, input):
-    """``input`` as torch's autocast would hand it to ``op`` (tgpool.autocast_policy)."""
-    if not isinstance(input, Tensor):
-        return input
-    return autocast_policy.cast(op, input.device.type, input)[0]
-
-
 def _adaptive_avg(ndim: int, input, output_size):
     op = f"adaptive_avg_pool{ndim}d"
-    input = _autocast(op, input)
+    input = autocast_policy.cast_input(op, input)
     x, sizes, batched = checked(input, output_size, op, ndim, "avg")
     if not runtime.uses_triton(x):
         return getattr(F, op)(input, output_size)
@@ -158,7 +151,7 @@ def _adaptive_avg(ndim: int, input, output_size):
 
 def _adaptive_max(ndim: int, input, output_size, return_indices):
     op = f"adaptive_max_pool{ndim}d"
-    input = _autocast(op, input)
+    input = autocast_policy.cast_input(op, input)
     x, sizes, batched = checked(input, output_size, op, ndim, "max")
     if not runtime.uses_triton(x):
         return getattr(F, op)(input, output_size, return_indices)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["FLOAT32_OPS", "cast", "op_for_global", "runs_in_float32"]
+__all__ = ["FLOAT32_OPS", "cast", "cast_input", "op_for_global", "runs_in_float32"]
 
 #: device type -> the ops whose float16 / bfloat16 inputs autocast runs in float32
 FLOAT32_OPS: dict[str, frozenset[str]] = {
@@ -90,3 +90,11 @@ def cast(ops: str | tuple[str, ...], device_type: str, *tensors):
     return tuple(
         t.to(torch.float32) if isinstance(t, Tensor) and t.dtype in _REDUCED else t for t in tensors
     )
+
+
+def cast_input(ops: str | tuple[str, ...], input):
+    """``input`` cast as ``cast`` says on its own device; anything but a Tensor as given (the
+    caller's checks report it)."""
+    if not isinstance(input, Tensor):
+        return input
+    return cast(ops, input.device.type, input)[0]

@@ -146,16 +146,10 @@ def _same(spec: WindowPoolSpec, x: Tensor) -> tuple[WindowPoolSpec, list[int]]:
     return spec, list(before + after)
 
 
-def _autocast(op: str, input):
-    """``input`` as torch's autocast would hand it to ``op`` (tgpool.autocast_policy)."""
-    if not isinstance(input, Tensor):
-        return input
-    return autocast_policy.cast(op, input.device.type, input)[0]
-
-
 def _max_pool(ndim, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     # autocast's list names max_pool3d, not max_pool3d_with_indices
-    input = _autocast(f"max_pool{ndim}d" + ("_with_indices" if return_indices else ""), input)
+    op = f"max_pool{ndim}d" + ("_with_indices" if return_indices else "")
+    input = autocast_policy.cast_input(op, input)
     mode = _string_padding(f"max_pool{ndim}d", padding, ceil_mode)
     spec = window_spec(
         "max", ndim, kernel_size, stride, 0 if mode else padding, dilation, ceil_mode
@@ -185,7 +179,7 @@ def _max_pool(ndim, input, kernel_size, stride, padding, dilation, ceil_mode, re
 def _avg_pool(
     ndim, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
 ):
-    input = _autocast(f"avg_pool{ndim}d", input)
+    input = autocast_policy.cast_input(f"avg_pool{ndim}d", input)
     mode = _string_padding(f"avg_pool{ndim}d", padding, ceil_mode)
     spec = window_spec(
         "avg",
@@ -292,7 +286,7 @@ def _lp_pool(ndim: int, input, norm_type, kernel_size, stride, ceil_mode) -> Ten
     op = f"lp_pool{ndim}d"
     # torch's composite runs max_pool on abs() for an infinite norm, else pow() and avg_pool
     infinite = isinstance(norm_type, (int, float)) and abs(norm_type) == float("inf")
-    input = _autocast(f"max_pool{ndim}d" if infinite else op, input)
+    input = autocast_policy.cast_input(f"max_pool{ndim}d" if infinite else op, input)
     # checks norm_type and the window (torch's lp_pool has no padding and no dilation)
     spec = window_spec("lp", ndim, kernel_size, stride, 0, 1, ceil_mode, norm_type=norm_type)
     x, batched, spec, _ = _prepare(input, spec)
