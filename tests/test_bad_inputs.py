@@ -15,7 +15,15 @@ the case says:
 - float offsets: RuntimeError (``embedding_bag``'s offsets); offsets of the wrong rank:
   RuntimeError (a shape mistake; ``embedding_bag`` raises ValueError from its Python wrapper);
 - samples that require grad: RuntimeError, as torch ("not differentiable with respect to
-  argument 'random_samples'").
+  argument 'random_samples'");
+- non-floating inputs: NotImplementedError everywhere, also where torch's CPU kernels or
+  composites accept them (integer max/avg pools, lp_pool's pow);
+- global pools and ragged_pool need a batch: (C, L) is a rank error. Their input checks follow
+  adaptive_max_pool{n}d(x, 1), except for empty dims: a zero spatial dim or zero channels give
+  0 / an (N, 0) result (tgpool's empty-row rule, global_reference.py), not an error.
+
+Calls that must work (zero batch, C = 0 for adaptive avg 1-D/2-D, a meta input, CPU p / offsets
+with an input elsewhere, integer extras with an input that requires grad) are below the table.
 
 Window-op hyper-parameter mistakes are in test_errors.py; each family's file has its own
 argument checks (not repeated here).
