@@ -9,7 +9,6 @@ custom op -> API.
 """
 
 from . import functional, nn, ops  # noqa: F401  (ops registers the tgpool:: custom ops)
-from .patching import PatchReport, patch, unpatch  # noqa: F401
 from .functional import (  # noqa: F401
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
@@ -38,5 +37,6 @@ from .functional import (  # noqa: F401
     ragged_pool,
     sppf,
 )
+from .patching import PatchReport, patch, unpatch  # noqa: F401
 
 __version__ = "0.1.0"
