@@ -235,6 +235,7 @@ def check_against_torch(
     prefix: str = "",
     exact: bool = False,
     rtol_scale: float = 1.0,
+    value_atol_scale: float = 1.0,
     grad_scale: tuple[float, float] = (1.0, 1.0),
     check_layout: bool = True,
     guard=None,
@@ -243,9 +244,9 @@ def check_against_torch(
 
     ``x64`` is the same view of the float64 upcast of the leaf. The gradients compared are those
     w.r.t. ``x`` and ``x64``: what the backward of tgpool's op and of torch's return.
-    ``grad_scale`` multiplies the gradient's (atol, rtol); ``guard()``, a context manager, also
-    wraps tgpool's forward and backward. Returns False when torch refused the input (after
-    checking that tgpool refuses it the same way)."""
+    ``value_atol_scale`` multiplies the value's atol, ``grad_scale`` the gradient's (atol, rtol);
+    ``guard()``, a context manager, also wraps tgpool's forward and backward. Returns False when
+    torch refused the input (after checking that tgpool refuses it the same way)."""
     x64 = inp.view(inp.reference_leaf())
     x64.retain_grad()
     try:
@@ -276,7 +277,13 @@ def check_against_torch(
 
     assert out_val.dtype == inp.dtype, f"output dtype {out_val.dtype}"
     assert_close(
-        out_val, ref_val.detach(), inp.dtype, exact=exact, rtol_scale=rtol_scale, msg="value"
+        out_val,
+        ref_val.detach(),
+        inp.dtype,
+        exact=exact,
+        rtol_scale=rtol_scale,
+        atol_scale=value_atol_scale,
+        msg="value",
     )
     if check_layout:
         assert same_layout(out_val, ref_val), (
