@@ -24,6 +24,7 @@ from cases import TOL as CASES_TOL
 from conftest import kernels_only, launches
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
+from test_window_pool import launch_blocks
 
 #: multiplies every test's example count (e.g. TGPOOL_HYPOTHESIS_EXAMPLES=10 for a long local run)
 SCALE = float(os.environ.get("TGPOOL_HYPOTHESIS_EXAMPLES", "1"))
@@ -154,6 +155,14 @@ def relayout(t: torch.Tensor, layout: str, shape) -> Input:
     else:
         leaf = t.clone()
     return Input(leaf.requires_grad_(), view_of(layout, shape), t.dtype)
+
+
+def draw_blocks(data):
+    """A guard for check_against_torch: forced (outer, inner) launch blocks, so a tiny input spans
+    several programs (tile edges, halos from the neighbouring program), or the heuristic's."""
+    choices = [None] * 5 + [(2, 2), (4, 2)]  # 2 in 7: many programs are slow to interpret
+    blocks = data.draw(st.sampled_from(choices), label="blocks")
+    return lambda: launch_blocks(blocks, require_tiles=False)
 
 
 # --- comparisons ----------------------------------------------------------------------------------

@@ -22,10 +22,17 @@ import torch.nn.functional as F
 from conftest import _TORCH_POOLS
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from strategies import check_against_torch, dtypes, layouts, make_input, prop_settings, seeds
+from strategies import (
+    check_against_torch,
+    draw_blocks,
+    dtypes,
+    layouts,
+    make_input,
+    prop_settings,
+    seeds,
+)
 from test_same_padding import SameCase
 from test_same_padding import reference as same_reference
-from test_window_pool import launch_blocks
 
 import tgpool
 
@@ -67,13 +74,6 @@ def _draw_shape(data, ndim):
     return (n, c, *spatial), big
 
 
-def _draw_blocks(data):
-    """Forced (outer, inner) launch blocks, so a tiny input spans several programs (tile edges,
-    halos from the neighbouring program), or None: the heuristic's."""
-    blocks = data.draw(st.sampled_from([None, None, None, (2, 2), (4, 2)]), label="blocks")
-    return lambda: launch_blocks(blocks, require_tiles=False)
-
-
 def _draw_window(data, ndim, reduction, spatial, big):
     """kernel_size, stride (None or a tuple), padding (ints, "same" or "valid"), dilation."""
     # mostly windows that fit the input (+1: some outputs empty, torch's error); avg_pool3d
@@ -99,7 +99,7 @@ def _draw_window(data, ndim, reduction, spatial, big):
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(22)
+@prop_settings(20)
 @given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
 def test_max_pool(ndim, data, dtype, layout, seed):
     shape, big = _draw_shape(data, ndim)
@@ -133,7 +133,7 @@ def test_max_pool(ndim, data, dtype, layout, seed):
         ref,
         inp,
         blocked=_TORCH_POOLS,
-        guard=_draw_blocks(data),
+        guard=draw_blocks(data) if ndim < 3 else None,  # 3-D: too many programs
         seed=seed,
         exact=True,
         check_layout=padding != "same",
@@ -141,7 +141,7 @@ def test_max_pool(ndim, data, dtype, layout, seed):
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(22)
+@prop_settings(20)
 @given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
 def test_avg_pool(ndim, data, dtype, layout, seed):
     shape, big = _draw_shape(data, ndim)
@@ -172,7 +172,7 @@ def test_avg_pool(ndim, data, dtype, layout, seed):
         ref,
         inp,
         blocked=_TORCH_POOLS,
-        guard=_draw_blocks(data),
+        guard=draw_blocks(data) if ndim < 3 else None,  # 3-D: too many programs
         seed=seed,
         check_layout=padding != "same",
     )
@@ -188,7 +188,7 @@ NORMS.update({math.inf: "distinct", -math.inf: "distinct"})
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(18)
+@prop_settings(16)
 @given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
 def test_lp_pool(ndim, data, dtype, layout, seed):
     shape, big = _draw_shape(data, ndim)
@@ -211,7 +211,7 @@ def test_lp_pool(ndim, data, dtype, layout, seed):
         ref,
         inp,
         blocked=_TORCH_POOLS + _LP_POOLS,
-        guard=_draw_blocks(data),
+        guard=draw_blocks(data) if ndim < 3 else None,  # 3-D: too many programs
         seed=seed,
         exact=math.isinf(p),
         rtol_scale=8.0 if dtype == torch.float32 else 1.0,
