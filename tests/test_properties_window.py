@@ -1,12 +1,16 @@
 """Property tests (hypothesis) of the window pools: max_pool1d/2d/3d, avg_pool1d/2d/3d and
 lp_pool1d/2d/3d over random windows, shapes, dtypes, layouts and values, against torch's own
-functions on the float64 upcast of the same input, forward and backward.
+functions on the float64 upcast of the same input, forward and backward: int, "same" and "valid"
+padding, ceil_mode, dilation, count_include_pad, divisor_override, return_indices, norm types
+(integer, non-integer, +-inf), windows of more than 64 taps (the separable passes), unbatched
+inputs, and forced tiny launch blocks (1-D/2-D) so that rows span several programs.
 
 Every example runs tgpool inside ``kernels_only`` (torch's pooling raises there) and checks that a
 kernel launched in the forward and in the backward (tests/strategies.py). A spec torch refuses
 (padding above kernel_size // 2, an empty output, avg_pool3d's window larger than the input) must
 make tgpool raise the same exception type before any launch; about one example in ten draws a
-padding just above the limit on purpose.
+padding just above the limit on purpose. ``assume()`` skips only max windows that lie wholly in
+the padding (see ``_covers_input``).
 
 Example counts: ``strategies.prop_settings``; ``TGPOOL_HYPOTHESIS_EXAMPLES=10`` runs ten times as
 many.
