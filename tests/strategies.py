@@ -1,7 +1,9 @@
 """Shared pieces of the hypothesis property tests (tests/test_properties_*.py).
 
 - ``prop_settings(n)``: the one settings profile (derandomized, no database, no deadline) with
-  ``n`` examples, times ``TGPOOL_HYPOTHESIS_EXAMPLES`` (a float, default 1) for longer local runs.
+  ``n`` examples, times ``TGPOOL_HYPOTHESIS_EXAMPLES`` (a float, default 1) for longer local runs;
+  ``property_test(n)``: that profile and ``@given(data, dtype, layout, seed)``, the header of
+  every property test. ``TORCH_POOLS``: torch's pooling functions (conftest), refused in them.
 - ``make_input(...)`` / ``relayout(...)``: a leaf tensor and the view of it an op receives
   (contiguous, channels_last, every other element of the last dim, N and C transposed, an expanded
   batch), with values of a chosen kind.
@@ -21,8 +23,8 @@ import os
 
 import torch
 from cases import TOL as CASES_TOL
-from conftest import kernels_only, launches
-from hypothesis import HealthCheck, event, settings
+from conftest import _TORCH_POOLS, kernels_only, launches
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_window_pool import launch_blocks
 
@@ -53,6 +55,21 @@ LAYOUTS = ("contiguous", "channels_last", "sliced", "transposed", "expanded")
 dtypes = st.sampled_from(DTYPES)
 layouts = st.sampled_from(LAYOUTS)
 seeds = st.integers(0, 2**31 - 1)
+
+#: torch.nn.functional's pooling functions: kernels_only makes them raise
+TORCH_POOLS = list(_TORCH_POOLS)
+
+
+def property_test(examples: int):
+    """A property test of ``examples`` examples (prop_settings) drawing ``data`` (st.data()),
+    ``dtype``, ``layout`` and ``seed``."""
+
+    def decorate(test):
+        given_test = given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)(test)
+        return prop_settings(examples)(given_test)
+
+    return decorate
+
 
 #: (atol, rtol) of sums against a float64 reference: tests/cases.py's, except bfloat16: the Triton
 #: interpreter truncates fp32 -> bf16 (no rounding), an error up to 2^-7 (test_fractional_max_pool)

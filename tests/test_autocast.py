@@ -41,51 +41,38 @@ def _global_torch(kind, n):
     return lambda x: getattr(F, f"adaptive_avg_pool{n}d")(x, 1).flatten(1)
 
 
+def same_call(name, *args, values_only=False, **kwargs):
+    """(tgpool's, torch's) call of the function ``name`` of each, with the same arguments:
+    ``fn(x, *args, **kwargs)``, where an argument that is a function is replaced by its value for
+    ``x`` (indices, samples); ``values_only``: the first of the results (values, not indices)."""
+
+    def call(module):
+        def run(x):
+            given = [a(x) if callable(a) else a for a in args]
+            named = {k: v(x) if callable(v) else v for k, v in kwargs.items()}
+            out = getattr(module, name)(x, *given, **named)
+            return out[0] if values_only else out
+
+        return run
+
+    return call(tgpool), call(F)
+
+
 # name -> (spatial dims, tgpool call, torch call, exact): both calls take the input tensor
 OPS = {}
 for n in (1, 2, 3):
-    OPS[f"max_pool{n}d"] = (
-        n,
-        lambda x, n=n: getattr(tgpool, f"max_pool{n}d")(x, 2),
-        lambda x, n=n: getattr(F, f"max_pool{n}d")(x, 2),
-        True,
-    )
+    OPS[f"max_pool{n}d"] = (n, *same_call(f"max_pool{n}d", 2), True)
     OPS[f"max_pool{n}d_with_indices"] = (
         n,
-        lambda x, n=n: getattr(tgpool, f"max_pool{n}d")(x, 2, return_indices=True)[0],
-        lambda x, n=n: getattr(F, f"max_pool{n}d")(x, 2, return_indices=True)[0],
+        *same_call(f"max_pool{n}d", 2, return_indices=True, values_only=True),
         True,
     )
-    OPS[f"avg_pool{n}d"] = (
-        n,
-        lambda x, n=n: getattr(tgpool, f"avg_pool{n}d")(x, 2),
-        lambda x, n=n: getattr(F, f"avg_pool{n}d")(x, 2),
-        False,
-    )
-    OPS[f"lp_pool{n}d"] = (
-        n,
-        lambda x, n=n: getattr(tgpool, f"lp_pool{n}d")(x, 2, 2),
-        lambda x, n=n: getattr(F, f"lp_pool{n}d")(x, 2, 2),
-        False,
-    )
-    OPS[f"adaptive_avg_pool{n}d"] = (
-        n,
-        lambda x, n=n: getattr(tgpool, f"adaptive_avg_pool{n}d")(x, 3),
-        lambda x, n=n: getattr(F, f"adaptive_avg_pool{n}d")(x, 3),
-        False,
-    )
-    OPS[f"adaptive_max_pool{n}d"] = (
-        n,
-        lambda x, n=n: getattr(tgpool, f"adaptive_max_pool{n}d")(x, 3),
-        lambda x, n=n: getattr(F, f"adaptive_max_pool{n}d")(x, 3),
-        True,
-    )
-    OPS[f"max_unpool{n}d"] = (
-        n,
-        lambda x, n=n: getattr(tgpool, f"max_unpool{n}d")(x, _unpool_indices(x, n), 2),
-        lambda x, n=n: getattr(F, f"max_unpool{n}d")(x, _unpool_indices(x, n), 2),
-        True,
-    )
+    OPS[f"avg_pool{n}d"] = (n, *same_call(f"avg_pool{n}d", 2), False)
+    OPS[f"lp_pool{n}d"] = (n, *same_call(f"lp_pool{n}d", 2, 2), False)
+    OPS[f"adaptive_avg_pool{n}d"] = (n, *same_call(f"adaptive_avg_pool{n}d", 3), False)
+    OPS[f"adaptive_max_pool{n}d"] = (n, *same_call(f"adaptive_max_pool{n}d", 3), True)
+    indices = lambda x, n=n: _unpool_indices(x, n)  # made for each input
+    OPS[f"max_unpool{n}d"] = (n, *same_call(f"max_unpool{n}d", indices, 2), True)
     OPS[f"global_max_pool-{n}d"] = (
         n,
         lambda x: tgpool.global_max_pool(x),
@@ -100,14 +87,10 @@ for n in (1, 2, 3):
     )
     OPS[f"gem-{n}d"] = (n, lambda x: tgpool.gem(x, 3.0), _global_torch("gem", n), False)
 for n in (2, 3):
+    samples = lambda x, n=n: _samples(x, n)  # made for each input
     OPS[f"fractional_max_pool{n}d"] = (
         n,
-        lambda x, n=n: getattr(tgpool, f"fractional_max_pool{n}d")(
-            x, 2, output_size=2, _random_samples=_samples(x, n)
-        ),
-        lambda x, n=n: getattr(F, f"fractional_max_pool{n}d")(
-            x, 2, output_size=2, _random_samples=_samples(x, n)
-        ),
+        *same_call(f"fractional_max_pool{n}d", 2, output_size=2, _random_samples=samples),
         True,
     )
 OPS["sppf"] = (2, lambda x: tgpool.sppf(x, 3), lambda x: sppf_reference(x, 3), True)
@@ -185,15 +168,21 @@ def test_outside_autocast_the_dtype_is_kept():
     assert tgpool.fractional_max_pool3d(x, 2, output_size=2).dtype == torch.bfloat16
 
 
-def test_policy_agrees_with_torch_on_cpu():
-    """The table itself: every op torch has, float32 under CPU autocast iff listed."""
+def _check_policy(device, dtype):
+    """autocast_policy says float32 for exactly the ops torch's autocast runs in float32 (the ops
+    torch has: not the global ones, sppf or ragged_pool)."""
     for name, (n, _ours, theirs, _) in OPS.items():
         if "-" in name or name in ("sppf", "ragged_pool"):
             continue
-        x = _input(n, torch.bfloat16, "cpu")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = _input(n, dtype, device)
+        with torch.autocast(device, dtype=dtype):
             torch_casts = theirs(x).dtype == torch.float32
-            assert autocast_policy.runs_in_float32(name, "cpu") == torch_casts, name
+            assert autocast_policy.runs_in_float32(name, device) == torch_casts, name
+
+
+def test_policy_agrees_with_torch_on_cpu():
+    """The table itself: every op torch has, float32 under CPU autocast iff listed."""
+    _check_policy("cpu", torch.bfloat16)
 
 
 def test_autocast_traces_under_torch_compile_fullgraph():
@@ -223,10 +212,4 @@ def test_cuda_autocast_matches_torch(name, autocast_dtype):
 
 @_cuda
 def test_policy_agrees_with_torch_on_cuda():
-    for name, (n, _ours, theirs, _) in OPS.items():
-        if "-" in name or name in ("sppf", "ragged_pool"):
-            continue
-        x = _input(n, torch.float16, "cuda")
-        with torch.autocast("cuda", dtype=torch.float16):
-            torch_casts = theirs(x).dtype == torch.float32
-            assert autocast_policy.runs_in_float32(name, "cuda") == torch_casts, name
+    _check_policy("cuda", torch.float16)

@@ -38,6 +38,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import launches
+from test_autocast import same_call
 
 import tgpool
 from tgpool import sppf_functional as SF
@@ -85,27 +86,10 @@ class Bad:
 
 B = tgpool
 GAP = tgpool.nn.GlobalAveragePooling1D
+#: (name, spatial dims, tgpool call, torch call) of the single-tensor ops (window, lp, adaptive)
 WINDOW = [
-    (
-        f"{kind}_pool{n}d",
-        n,
-        (lambda f: (lambda x: f(x, 2, 2)) if kind == "lp" else (lambda x: f(x, 2)))(
-            getattr(tgpool, f"{kind}_pool{n}d")
-        ),
-        (lambda f: (lambda x: f(x, 2, 2)) if kind == "lp" else (lambda x: f(x, 2)))(
-            getattr(F, f"{kind}_pool{n}d")
-        ),
-    )
-    for kind in ("max", "avg", "lp")
-    for n in (1, 2, 3)
-] + [
-    (
-        f"adaptive_{kind}_pool{n}d",
-        n,
-        (lambda f: lambda x: f(x, 2))(getattr(tgpool, f"adaptive_{kind}_pool{n}d")),
-        (lambda f: lambda x: f(x, 2))(getattr(F, f"adaptive_{kind}_pool{n}d")),
-    )
-    for kind in ("max", "avg")
+    (f"{kind}_pool{n}d", n, *same_call(f"{kind}_pool{n}d", *((2, 2) if kind == "lp" else (2,))))
+    for kind in ("max", "avg", "lp", "adaptive_max", "adaptive_avg")
     for n in (1, 2, 3)
 ]
 
@@ -121,57 +105,25 @@ def _window_cases():
         tags = [("bool", lambda s: x_(*s) > 0.5), ("complex", cplx)]
         if not name.startswith(("max", "avg")):
             tags.append(("int64", lambda s: x_(*s).long()))
+
+        def bad(tag, x, error, torch_accepts=False, ours=ours, theirs=theirs, name=name):
+            torch_call = None if torch_accepts else (lambda: theirs(x))
+            return Bad(f"{name}-{tag}", lambda: ours(x), error, "input", torch_call)
+
         for tag, make in tags:
-            x = make((2, 3, *sp))
             torch_accepts = name.startswith("lp") and tag in ("bool", "int64")
-            torch_call = None if torch_accepts else (lambda t=theirs, x=x: t(x))
-            cases.append(
-                Bad(
-                    f"{name}-{tag}_input",
-                    lambda o=ours, x=x: o(x),
-                    NotImplementedError,
-                    "input",
-                    torch_call,
-                )
-            )
+            cases.append(bad(f"{tag}_input", make((2, 3, *sp)), NotImplementedError, torch_accepts))
         for tag, shape in (("rank_too_low", sp), ("rank_too_high", (1, 2, 3, *sp))):
-            x = x_(*shape)
             # ATen's avg_pool2d (and lp_pool2d's composite) reads input.size(-3) first
             error = (
                 IndexError
                 if tag == "rank_too_low" and name in ("avg_pool2d", "lp_pool2d")
                 else RuntimeError
             )
-            cases.append(
-                Bad(
-                    f"{name}-{tag}",
-                    lambda o=ours, x=x: o(x),
-                    error,
-                    "input",
-                    lambda t=theirs, x=x: t(x),
-                )
-            )
-        x = x_(2, 3, *sp[:-1], 0)
-        cases.append(
-            Bad(
-                f"{name}-zero_spatial",
-                lambda o=ours, x=x: o(x),
-                RuntimeError,
-                "input",
-                lambda t=theirs, x=x: t(x),
-            )
-        )
+            cases.append(bad(tag, x_(*shape), error))
+        cases.append(bad("zero_spatial", x_(2, 3, *sp[:-1], 0), RuntimeError))
         if name not in ("adaptive_avg_pool1d", "adaptive_avg_pool2d"):  # torch: C = 0 is fine
-            x = x_(2, 0, *sp)
-            cases.append(
-                Bad(
-                    f"{name}-zero_channels",
-                    lambda o=ours, x=x: o(x),
-                    RuntimeError,
-                    "input",
-                    lambda t=theirs, x=x: t(x),
-                )
-            )
+            cases.append(bad("zero_channels", x_(2, 0, *sp), RuntimeError))
     return cases
 
 
@@ -387,42 +339,16 @@ def test_every_public_function_has_bad_cases():
 # --- calls torch accepts (or tgpool defines): they must work, and give torch's result --------------
 
 # one call per public function: tgpool's, torch's equivalent (None: tgpool-only; see below)
-U2 = dict(kernel_size=2)
 ACCEPTED = {
-    **{
-        f"{k}_pool{n}d": (
-            n,
-            lambda x, k=k, n=n: getattr(tgpool, f"{k}_pool{n}d")(x, 2),
-            lambda x, k=k, n=n: getattr(F, f"{k}_pool{n}d")(x, 2),
-        )
-        for k in ("max", "avg")
-        for n in (1, 2, 3)
-    },
-    **{
-        f"lp_pool{n}d": (
-            n,
-            lambda x, n=n: getattr(tgpool, f"lp_pool{n}d")(x, 2, 2),
-            lambda x, n=n: getattr(F, f"lp_pool{n}d")(x, 2, 2),
-        )
-        for n in (1, 2, 3)
-    },
-    **{
-        f"adaptive_{k}_pool{n}d": (
-            n,
-            lambda x, k=k, n=n: getattr(tgpool, f"adaptive_{k}_pool{n}d")(x, 2),
-            lambda x, k=k, n=n: getattr(F, f"adaptive_{k}_pool{n}d")(x, 2),
-        )
-        for k in ("max", "avg")
-        for n in (1, 2, 3)
-    },
+    **{name: (n, ours, theirs) for name, n, ours, theirs in WINDOW},
     **{
         f"fractional_max_pool{n}d": (
             n,
-            lambda x, n=n: getattr(tgpool, f"fractional_max_pool{n}d")(
-                x, 2, output_size=2, _random_samples=samples_(max(x.shape[0], 1), x.shape[1], n)
-            ),
-            lambda x, n=n: getattr(F, f"fractional_max_pool{n}d")(
-                x, 2, output_size=2, _random_samples=samples_(max(x.shape[0], 1), x.shape[1], n)
+            *same_call(
+                f"fractional_max_pool{n}d",
+                2,
+                output_size=2,
+                _random_samples=lambda x, n=n: samples_(max(x.shape[0], 1), x.shape[1], n),
             ),
         )
         for n in (2, 3)
@@ -430,12 +356,7 @@ ACCEPTED = {
     **{
         f"max_unpool{n}d": (
             n,
-            lambda x, n=n: getattr(tgpool, f"max_unpool{n}d")(
-                x, torch.zeros_like(x, dtype=torch.int64), 2
-            ),
-            lambda x, n=n: getattr(F, f"max_unpool{n}d")(
-                x, torch.zeros_like(x, dtype=torch.int64), 2
-            ),
+            *same_call(f"max_unpool{n}d", lambda x: torch.zeros_like(x, dtype=torch.int64), 2),
         )
         for n in (1, 2, 3)
     },

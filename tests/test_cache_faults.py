@@ -10,11 +10,9 @@ system-call seam otherwise (os.open / open / os.replace refusing, os.write runni
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import errno
 import json
 import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -23,27 +21,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import triton_only
+from processes import GPU, PROBLEM, FakePlan, python_child
 
 import tgpool
 from tgpool import cache_io, codegen, tune_cache, tuner
 from tgpool.cache_io import TgpoolCacheWarning
 from tgpool.launch import LaunchConfig
 from tgpool.tune_cache import Store
-
-ROOT = Path(__file__).resolve().parents[1]
-GPU = tuner.DeviceInfo("Test GPU", "9.0")
-PROBLEM = {"outer": 4096, "inner": 64, "dtype": "float16"}
-
-
-@dataclasses.dataclass
-class FakePlan:
-    """What the tuner reads of a KernelLaunch (no tensors: nothing is launched)."""
-
-    variant: str
-    family: str = "window_pool_fwd"
-    problem: dict = dataclasses.field(default_factory=lambda: dict(PROBLEM))
-    args: tuple = ()
-    ctx: dict = dataclasses.field(default_factory=dict)
 
 
 def bench(plan, config: LaunchConfig) -> float:
@@ -296,9 +280,9 @@ def test_salvage_reads_only_this_format():
 
 _RACER = r"""
 import json, sys, time
-sys.path.insert(0, {tests!r})
 from pathlib import Path
-from test_cache_faults import FakePlan, GPU, bench
+from processes import FakePlan, GPU
+from test_cache_faults import bench
 from tgpool import tune_cache, tuner
 path, tag, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
@@ -307,8 +291,8 @@ def slow(plan, config):  # keeps both processes measuring the shared key at the 
     return bench(plan, config)
 
 t = tuner.Tuner(slow, repeats=1, device=GPU, store=tune_cache.Store(user=path))
-(path.parent / f"ready-{{tag}}").touch()
-while not (path.parent / f"ready-{{other}}").exists():
+(path.parent / f"ready-{tag}").touch()
+while not (path.parent / f"ready-{other}").exists():
     time.sleep(0.001)
 results = t.ensure([FakePlan("shared"), FakePlan("only " + tag)])
 print(json.dumps([r.config.describe() for r in results]))
@@ -319,17 +303,7 @@ def test_two_processes_tuning_the_same_key(tmp_path):
     path = tmp_path / "user" / "autotune.json"
     mine = dict([user_entry()])
     Store(user=path).store(mine)
-    code = _RACER.format(tests=str(ROOT / "tests"))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(path), tag, other],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for tag, other in (("a", "b"), ("b", "a"))
-    ]
+    procs = [python_child(_RACER, str(path), tag, other) for tag, other in (("a", "b"), ("b", "a"))]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
     chosen = [json.loads(out.splitlines()[-1]) for out, _ in outputs]

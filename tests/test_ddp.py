@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from processes import gloo_group, spawn_ranks
 from torch import nn
 
 import tgpool.nn
@@ -80,11 +79,10 @@ def _refuse_torch_pooling():
 
 
 def _worker(rank: int, root: str, port: int):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TRITON_INTERPRET="1")
+    os.environ["TRITON_INTERPRET"] = "1"
     os.environ.setdefault("TGPOOL_CACHE_DIR", str(Path(root) / f"cache{rank}"))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         _refuse_torch_pooling()
         model = nn.parallel.DistributedDataParallel(make_model())
         x, y = make_data()
@@ -103,24 +101,12 @@ def _worker(rank: int, root: str, port: int):
             },
             Path(root) / f"rank{rank}.pt",
         )
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
     root = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(str(root), _free_port()), nprocs=2, join=True)
+    spawn_ranks(_worker, root)
     return [torch.load(root / f"rank{r}.pt") for r in (0, 1)]
 
 

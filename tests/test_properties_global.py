@@ -9,26 +9,16 @@ max_pool2d for sppf (``sppf_reference``). Every example runs tgpool with the pur
 refused (``global_kernels_ran``, ``kernels_only``) and checks that a kernel launched in the
 forward and in the backward (tests/strategies.py).
 
-Example counts: ``strategies.prop_settings``; ``TGPOOL_HYPOTHESIS_EXAMPLES=10`` runs ten times as
-many.
+Example counts: ``strategies.prop_settings`` (``TGPOOL_HYPOTHESIS_EXAMPLES`` scales them).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import _TORCH_POOLS
-from hypothesis import event, given
+from hypothesis import event
 from hypothesis import strategies as st
-from strategies import (
-    assert_close,
-    check_against_torch,
-    dtypes,
-    layouts,
-    make_input,
-    prop_settings,
-    seeds,
-)
+from strategies import TORCH_POOLS, assert_close, check_against_torch, make_input, property_test
 from test_global_pool import expected_shape, global_kernels_ran, ragged_reference, reference
 
 import tgpool
@@ -63,9 +53,27 @@ def _mask(data, shape, data_format, seed):
     return mask
 
 
+def _check(tg, ref, inp, reduction, dtype, seed):
+    """check_against_torch for a global kernel (the pure-torch fallbacks refused), with the
+    reduction's tolerances; no layout check: (N, C) results (test_global_pool.py checks gradient
+    strides)."""
+    check_against_torch(
+        tg,
+        ref,
+        inp,
+        blocked=[],
+        prefix="global_",
+        guard=global_kernels_ran,
+        seed=seed,
+        exact=reduction == "max",
+        value_atol_scale=VALUE_SCALE.get(reduction, {}).get(dtype, 1.0),
+        grad_scale=GRAD_SCALE.get(reduction, (1.0, 1.0)),
+        check_layout=False,
+    )
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@prop_settings(15)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(15)
 def test_global_pool(reduction, data, dtype, layout, seed):
     ndim = data.draw(st.integers(1, 3), label="spatial_dims")
     data_format = data.draw(st.sampled_from(["channels_first", "channels_last"]), label="format")
@@ -106,19 +114,7 @@ def test_global_pool(reduction, data, dtype, layout, seed):
             return value
         return value, idx.reshape(expected_shape(x, "max", data_format, keepdim))
 
-    check_against_torch(
-        tg,
-        ref,
-        inp,
-        blocked=[],
-        prefix="global_",
-        guard=global_kernels_ran,
-        seed=seed,
-        exact=reduction == "max",
-        value_atol_scale=VALUE_SCALE.get(reduction, {}).get(dtype, 1.0),
-        grad_scale=GRAD_SCALE.get(reduction, (1.0, 1.0)),
-        check_layout=False,  # (N, C) results; test_global_pool.py checks gradient strides
-    )
+    _check(tg, ref, inp, reduction, dtype, seed)
     if learnable and p_ref.grad is not None:
         # a sum over every position: float32 accumulation, and 16-bit inputs' rounded powers
         event("learnable p: gradient compared")
@@ -127,8 +123,7 @@ def test_global_pool(reduction, data, dtype, layout, seed):
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@prop_settings(12)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(12)
 def test_ragged_pool(reduction, data, dtype, layout, seed):
     # segments of 0 to 6 tokens: empty segments give 0 (index -1)
     lengths = data.draw(st.lists(st.integers(0, 6), min_size=1, max_size=5), label="lengths")
@@ -150,23 +145,10 @@ def test_ragged_pool(reduction, data, dtype, layout, seed):
         value, idx = ragged_reference(x, lengths, reduction, p)
         return (value, idx) if return_indices else value
 
-    check_against_torch(
-        tg,
-        ref,
-        inp,
-        blocked=[],
-        prefix="global_",
-        guard=global_kernels_ran,
-        seed=seed,
-        exact=reduction == "max",
-        value_atol_scale=VALUE_SCALE.get(reduction, {}).get(dtype, 1.0),
-        grad_scale=GRAD_SCALE.get(reduction, (1.0, 1.0)),
-        check_layout=False,
-    )
+    _check(tg, ref, inp, reduction, dtype, seed)
 
 
-@prop_settings(10)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(10)
 def test_sppf(data, dtype, layout, seed):
     # odd k (an even k is refused by torch's chain, in cat, and by tgpool: one example in five)
     k = data.draw(st.sampled_from([1, 3, 5, 7, 2]), label="k")
@@ -181,7 +163,7 @@ def test_sppf(data, dtype, layout, seed):
         lambda x: tgpool.sppf(x, k),
         lambda x: sppf_reference(x, k),
         inp,
-        blocked=_TORCH_POOLS,
+        blocked=TORCH_POOLS,
         prefix="sppf",
         seed=seed,
         exact=True,

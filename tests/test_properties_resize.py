@@ -7,8 +7,7 @@ kernel launched in the forward and in the backward (tests/strategies.py). Specs 
 (an output larger than fractional pooling allows, an unpool output_size out of range) must make
 tgpool raise the same exception type before any launch.
 
-Example counts: ``strategies.prop_settings``; ``TGPOOL_HYPOTHESIS_EXAMPLES=10`` runs ten times as
-many.
+Example counts: ``strategies.prop_settings`` (``TGPOOL_HYPOTHESIS_EXAMPLES`` scales them).
 """
 
 from __future__ import annotations
@@ -16,18 +15,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import _TORCH_POOLS
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
 from strategies import (
+    TORCH_POOLS,
     check_against_torch,
     draw_blocks,
-    dtypes,
-    layouts,
     make_input,
-    prop_settings,
+    property_test,
     relayout,
-    seeds,
 )
 
 import tgpool
@@ -51,8 +47,7 @@ def _draw_shape(data, ndim, low=1):
 
 @pytest.mark.parametrize("reduction", ["avg", "max"])
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(20)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(20)
 def test_adaptive_pool(ndim, reduction, data, dtype, layout, seed):
     shape = _draw_shape(data, ndim)
     # output sizes below, equal to and above the input's (windows then overlap or repeat);
@@ -74,7 +69,7 @@ def test_adaptive_pool(ndim, reduction, data, dtype, layout, seed):
         lambda x: getattr(tgpool, name)(x, output_size, **extra),
         lambda x: getattr(F, name)(x, output_size, **extra),
         inp,
-        blocked=_ADAPTIVE + _TORCH_POOLS,
+        blocked=_ADAPTIVE + TORCH_POOLS,
         seed=seed,
         exact=reduction == "max",
     )
@@ -84,8 +79,7 @@ def test_adaptive_pool(ndim, reduction, data, dtype, layout, seed):
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-@prop_settings(30)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(30)
 def test_fractional_max_pool(ndim, data, dtype, layout, seed):
     shape = _draw_shape(data, ndim, low=2)
     # (3d: windows up to 2, so that most tiny inputs leave room for an output, in - k >= 1)
@@ -140,8 +134,7 @@ def test_fractional_max_pool(ndim, data, dtype, layout, seed):
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(30)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(30)
 def test_max_unpool(ndim, data, dtype, layout, seed):
     shape = _draw_shape(data, ndim)
     k = tuple(data.draw(st.integers(1, min(3, n)), label=f"k{i}") for i, n in enumerate(shape[2:]))

@@ -12,8 +12,7 @@ make tgpool raise the same exception type before any launch; about one example i
 padding just above the limit on purpose. ``assume()`` skips only max windows that lie wholly in
 the padding (see ``_covers_input``).
 
-Example counts: ``strategies.prop_settings``; ``TGPOOL_HYPOTHESIS_EXAMPLES=10`` runs ten times as
-many.
+Example counts: ``strategies.prop_settings`` (``TGPOOL_HYPOTHESIS_EXAMPLES`` scales them).
 """
 
 from __future__ import annotations
@@ -23,18 +22,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import _TORCH_POOLS
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
-from strategies import (
-    check_against_torch,
-    draw_blocks,
-    dtypes,
-    layouts,
-    make_input,
-    prop_settings,
-    seeds,
-)
+from strategies import TORCH_POOLS, check_against_torch, draw_blocks, make_input, property_test
 from test_same_padding import SameCase
 from test_same_padding import reference as same_reference
 
@@ -102,13 +92,33 @@ def _draw_window(data, ndim, reduction, spatial, big):
     return k, stride, tuple(padding), dilation
 
 
-@pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(20)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
-def test_max_pool(ndim, data, dtype, layout, seed):
+def _draw_spec(data, ndim, reduction):
+    """The input's shape, then kernel_size, stride, padding, dilation and ceil_mode (False for
+    padding="same", which has none)."""
     shape, big = _draw_shape(data, ndim)
-    k, stride, padding, dilation = _draw_window(data, ndim, "max", shape[-ndim:], big)
+    k, stride, padding, dilation = _draw_window(data, ndim, reduction, shape[-ndim:], big)
     ceil_mode = padding != "same" and data.draw(st.booleans(), label="ceil_mode")
+    return shape, k, stride, padding, dilation, ceil_mode
+
+
+def _check(tg, ref, inp, data, ndim, seed, *, also_blocked=(), **kw):
+    """check_against_torch with torch's pooling refused and, for 1-D/2-D, forced tiny launch
+    blocks drawn (3-D: too many programs to interpret)."""
+    check_against_torch(
+        tg,
+        ref,
+        inp,
+        blocked=TORCH_POOLS + list(also_blocked),
+        guard=draw_blocks(data) if ndim < 3 else None,
+        seed=seed,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+@property_test(20)
+def test_max_pool(ndim, data, dtype, layout, seed):
+    shape, k, stride, padding, dilation, ceil_mode = _draw_spec(data, ndim, "max")
     return_indices = data.draw(st.booleans(), label="return_indices")
     s = stride or k
     if isinstance(padding, tuple):
@@ -132,25 +142,13 @@ def test_max_pool(ndim, data, dtype, layout, seed):
         pad = 0 if padding == "valid" else padding
         return fn(x, k, stride, pad, dilation, ceil_mode, return_indices)
 
-    check_against_torch(
-        tg,
-        ref,
-        inp,
-        blocked=_TORCH_POOLS,
-        guard=draw_blocks(data) if ndim < 3 else None,  # 3-D: too many programs
-        seed=seed,
-        exact=True,
-        check_layout=padding != "same",
-    )
+    _check(tg, ref, inp, data, ndim, seed, exact=True, check_layout=padding != "same")
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(20)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(20)
 def test_avg_pool(ndim, data, dtype, layout, seed):
-    shape, big = _draw_shape(data, ndim)
-    k, stride, padding, _ = _draw_window(data, ndim, "avg", shape[-ndim:], big)
-    ceil_mode = padding != "same" and data.draw(st.booleans(), label="ceil_mode")
+    shape, k, stride, padding, _, ceil_mode = _draw_spec(data, ndim, "avg")
     count_include_pad = data.draw(st.booleans(), label="count_include_pad")
     divisor = None
     if ndim > 1:
@@ -171,15 +169,7 @@ def test_avg_pool(ndim, data, dtype, layout, seed):
         pad = 0 if padding == "valid" else padding
         return fn(x, k, stride, pad, ceil_mode, count_include_pad, **extra)
 
-    check_against_torch(
-        tg,
-        ref,
-        inp,
-        blocked=_TORCH_POOLS,
-        guard=draw_blocks(data) if ndim < 3 else None,  # 3-D: too many programs
-        seed=seed,
-        check_layout=padding != "same",
-    )
+    _check(tg, ref, inp, data, ndim, seed, check_layout=padding != "same")
 
 
 #: norm_type -> the values it is tested on. Non-integer p: positive values (x ** 2.5 of a negative
@@ -192,12 +182,9 @@ NORMS.update({math.inf: "distinct", -math.inf: "distinct"})
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
-@prop_settings(16)
-@given(data=st.data(), dtype=dtypes, layout=layouts, seed=seeds)
+@property_test(16)
 def test_lp_pool(ndim, data, dtype, layout, seed):
-    shape, big = _draw_shape(data, ndim)
-    k, stride, _, _ = _draw_window(data, ndim, "lp", shape[-ndim:], big)
-    ceil_mode = data.draw(st.booleans(), label="ceil_mode")
+    shape, k, stride, _, _, ceil_mode = _draw_spec(data, ndim, "lp")  # int padding: ceil_mode drawn
     p = data.draw(st.sampled_from(sorted(NORMS)), label="norm_type")
     if ndim == 1:  # torch's lp_pool1d multiplies by kernel_size: it takes ints only
         k, stride = k[0], stride if stride is None else stride[0]
@@ -210,13 +197,14 @@ def test_lp_pool(ndim, data, dtype, layout, seed):
         return getattr(F, f"lp_pool{ndim}d")(x, p, k, stride, ceil_mode)
 
     # fp32 powers are 2 ** (p * log2|x|): a few ulps more than torch's pow (test_lp_pool.py)
-    check_against_torch(
+    _check(
         tg,
         ref,
         inp,
-        blocked=_TORCH_POOLS + _LP_POOLS,
-        guard=draw_blocks(data) if ndim < 3 else None,  # 3-D: too many programs
-        seed=seed,
+        data,
+        ndim,
+        seed,
+        also_blocked=_LP_POOLS,
         exact=math.isinf(p),
         rtol_scale=8.0 if dtype == torch.float32 else 1.0,
         grad_scale=(10.0, 2.0),

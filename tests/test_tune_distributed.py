@@ -5,29 +5,13 @@ that makes the two processes one node or two."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from processes import GPU, FakePlan, gloo_group, spawn_ranks
 
 from tgpool import tune_cache, tuner
-
-GPU = tuner.DeviceInfo("Test GPU", "9.0")
-PROBLEM = {"outer": 4096, "inner": 64, "dtype": "float16"}
-
-
-@dataclasses.dataclass
-class FakePlan:
-    variant: str
-    family: str = "window_pool_fwd"
-    problem: dict = dataclasses.field(default_factory=lambda: dict(PROBLEM))
-    args: tuple = ()
-    ctx: dict = dataclasses.field(default_factory=dict)
-
 
 VARIANTS = ["max k2", "max k3", "avg k2", "avg k3"]
 
@@ -62,9 +46,7 @@ def _scenario(rank: int, root: Path, name: str, node: str, prefill: dict | None 
 
 
 def _worker(rank: int, root: str, port: int):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         root = Path(root)
         _scenario(rank, root, "one_node", "node-a")
         _scenario(rank, root, "two_nodes", f"node-{rank}")
@@ -74,24 +56,12 @@ def _worker(rank: int, root: str, port: int):
         timings = {c: 1.0 for c in tuner.candidates_of(FakePlan("max k3"))}
         held = tune_cache.make_entry(key, choice, choice, {**timings, choice: 0.5})
         _scenario(rank, root, "held", "node-a", {key.text: held} if rank == 1 else None)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
     root = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(str(root), _free_port()), nprocs=2, join=True)
+    spawn_ranks(_worker, root)
 
     def load(name):
         return [json.loads((root / name / f"rank{r}.json").read_text()) for r in (0, 1)]
