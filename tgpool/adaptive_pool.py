@@ -369,6 +369,7 @@ def plan_adaptive_op(
     the input gradient (for max without saved indices: the forward that recomputes them, then
     the gather); "double_bwd" the gradient of the backward (index_gather for max, the forward
     for avg)."""
+    from .aot_plan import meta_tensor
     from .window_pool import plan_index_gather
 
     reduction, ndim = op.removeprefix("adaptive_")[:3], int(op[-2])
@@ -377,13 +378,7 @@ def plan_adaptive_op(
     output_size = (output_size,) * ndim if isinstance(output_size, int) else tuple(output_size)
     if len(input_shape) != ndim + 2 or len(output_size) != ndim:
         raise ValueError(f"{op}: expected (N, C, *spatial) and {ndim} output sizes")
-    channels_last = layout == "channels_last"
-    x = torch.empty_strided(
-        tuple(input_shape),
-        output_strides(input_shape, channels_last),
-        dtype=dtype,
-        device="meta",
-    )
+    x = meta_tensor(input_shape, dtype, layout == "channels_last")
     if direction == "fwd":
         return plan_forward(x, output_size, reduction, with_indices)[2]
     out, idx, recompute = plan_forward(x, output_size, reduction, reduction == "max")
