@@ -155,6 +155,23 @@ def _index_dtype(sizes) -> tuple[torch.dtype, str]:
 # --- forward --------------------------------------------------------------------------------------
 
 
+def _pass_args(src, src_idx, dst, dst_idx, C, in_sizes, strided) -> tuple:
+    """One pass's kernel arguments (forward and backward alike): the four tensors, C, the
+    source's and destination's spatial sizes, the input's, then the strides of ``strided`` (the
+    backward also passes its source indices' strides)."""
+    return (
+        src,
+        src_idx,
+        dst,
+        dst_idx,
+        C,
+        *src.shape[2:],
+        *dst.shape[2:],
+        *in_sizes,
+        *(stride for t in strided for stride in t.stride()),
+    )
+
+
 def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     """(out, indices, launches) for batched ``x`` (meta tensors included): one launch per pass,
     in order; no launch when the output is empty."""
@@ -207,18 +224,7 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
             **{f"init_{AXES[a].lower()}": v for a, v in init.items()},
             **{f"here_{AXES[a].lower()}": v for a, v in here.items()},
         )
-        args = (
-            src,
-            src_idx,
-            dst,
-            dst_idx,
-            C,
-            *src.shape[2:],
-            *dst.shape[2:],
-            *in_sizes,
-            *src.stride(),
-            *dst.stride(),
-        )
+        args = _pass_args(src, src_idx, dst, dst_idx, C, in_sizes, (src, dst))
         launches.append(_pass_launch(FORWARD, ctx, spec, args, dst, tile))
         src, src_idx = dst, dst_idx
     return out, idx, launches
@@ -285,19 +291,7 @@ def plan_backward(
             div_args=div_args,
             loop="range",  # unrolling 13+ candidates with their indices spills (AOT, sm_90a)
         )
-        args = (
-            src,
-            src_idx,
-            dst,
-            dst_idx,
-            C,
-            *src.shape[2:],
-            *dst.shape[2:],
-            *in_sizes,
-            *src.stride(),
-            *src_idx.stride(),
-            *dst.stride(),
-        )
+        args = _pass_args(src, src_idx, dst, dst_idx, C, in_sizes, (src, src_idx, dst))
         launches.append(_pass_launch(BACKWARD, ctx, spec, args, dst, tile))
         src, src_idx = dst, dst_idx
     return grad_in, launches
