@@ -53,6 +53,18 @@ _ADAPTIVE_PLANNER = "tgpool.adaptive_pool:plan_adaptive_op"
 UNPOOL_OPS = ("max_unpool1d", "max_unpool2d", "max_unpool3d")
 FRACTIONAL_OPS = ("fractional_max_pool2d", "fractional_max_pool3d")
 
+
+def _fwd_bwd(
+    stem: str, fwd: str, bwd: str, ops: tuple[str, ...], example: dict, planner: str
+) -> tuple[Family, Family]:
+    """The ``stem``_fwd and ``stem``_bwd families of a planner whose backward example is the
+    forward's with direction "bwd"."""
+    return (
+        Family(f"{stem}_fwd", fwd, ops, example, planner=planner),
+        Family(f"{stem}_bwd", bwd, ops, {**example, "direction": "bwd"}, planner=planner),
+    )
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -142,47 +154,26 @@ FAMILIES: dict[str, Family] = {
             },
             planner=_ADAPTIVE_PLANNER,
         ),
-        Family(
-            "max_unpool_fwd",
+        *_fwd_bwd(
+            "max_unpool",
             "max unpooling: zero fill, then each value stored at its index (no atomics)",
-            UNPOOL_OPS,
-            {"op": "max_unpool2d", "input_shape": (8, 64, 56, 56), "kernel_size": 2},
-            planner="tgpool.unpool:plan_unpool_op",
-        ),
-        Family(
-            "max_unpool_bwd",
             "max unpooling input gradient: a gather at the indices",
             UNPOOL_OPS,
-            {
-                "op": "max_unpool2d",
-                "input_shape": (8, 64, 56, 56),
-                "kernel_size": 2,
-                "direction": "bwd",
-            },
-            planner="tgpool.unpool:plan_unpool_op",
+            {"op": "max_unpool2d", "input_shape": (8, 64, 56, 56), "kernel_size": 2},
+            "tgpool.unpool:plan_unpool_op",
         ),
-        Family(
-            "fractional_max_pool_fwd",
+        *_fwd_bwd(
+            "fractional_max_pool",
             "fractional max pooling: ATen's per-plane interval rule, windows gathered per output",
-            FRACTIONAL_OPS,
-            {"op": "fractional_max_pool2d", "input_shape": (8, 64, 56, 56), "output_size": 32},
-            planner="tgpool.fractional_pool:plan_fractional_op",
-        ),
-        Family(
-            "fractional_max_pool_bwd",
             "fractional max pooling input gradient: a gather over the covering windows",
             FRACTIONAL_OPS,
-            {
-                "op": "fractional_max_pool2d",
-                "input_shape": (8, 64, 56, 56),
-                "output_size": 32,
-                "direction": "bwd",
-            },
-            planner="tgpool.fractional_pool:plan_fractional_op",
+            {"op": "fractional_max_pool2d", "input_shape": (8, 64, 56, 56), "output_size": 32},
+            "tgpool.fractional_pool:plan_fractional_op",
         ),
-        Family(
-            "large_window_fwd",
+        *_fwd_bwd(
+            "large_window",
             "max/avg pooling of large windows: one separable pass per axis (argmax carried)",
+            "large-window pooling input gradient: one gather pass per axis (no atomics)",
             WINDOW_OPS[:6],
             {
                 "op": "max_pool2d",
@@ -192,21 +183,7 @@ FAMILIES: dict[str, Family] = {
                 "stride": 1,
                 "padding": 15,
             },
-            planner="tgpool.large_window:plan_large_window_op",
-        ),
-        Family(
-            "large_window_bwd",
-            "large-window pooling input gradient: one gather pass per axis (no atomics)",
-            WINDOW_OPS[:6],
-            {
-                "op": "max_pool2d",
-                "input_shape": (8, 64, 64, 64),
-                "direction": "bwd",
-                "kernel_size": 31,
-                "stride": 1,
-                "padding": 15,
-            },
-            planner="tgpool.large_window:plan_large_window_op",
+            "tgpool.large_window:plan_large_window_op",
         ),
         Family(
             "sppf_fwd",
