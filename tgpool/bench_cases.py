@@ -124,13 +124,19 @@ def _tgpool(name, *args, **kwargs):
     return call
 
 
+def _same_call(name, *args):
+    """A case whose tgpool call and torch peer are the same function with the same arguments
+    (tgpool.<name> and torch.nn.functional.<name>)."""
+    return _window(_tgpool(name, *args), lambda t: getattr(F, name)(t, *args))
+
+
 CASES: list[Case] = [
     Case(
         "resnet50_stem_maxpool",
         "ResNet-50 stem max_pool2d 3x3 s2 p1",
         (32, 64, 112, 112),
         (2, 4, 9, 9),
-        _window(_tgpool("max_pool2d", 3, 2, 1), lambda t: F.max_pool2d(t, 3, 2, 1)),
+        _same_call("max_pool2d", 3, 2, 1),
         exact=True,
     ),
     Case(
@@ -145,7 +151,7 @@ CASES: list[Case] = [
         "VGG max_pool2d 2x2 s2",
         (32, 128, 112, 112),
         (2, 4, 8, 8),
-        _window(_tgpool("max_pool2d", 2, 2), lambda t: F.max_pool2d(t, 2, 2)),
+        _same_call("max_pool2d", 2, 2),
         exact=True,
     ),
     Case(
@@ -162,7 +168,7 @@ CASES: list[Case] = [
         "3D video max_pool3d 3x3x3 s2 p1",
         (8, 64, 16, 56, 56),
         (1, 2, 4, 6, 6),
-        _window(_tgpool("max_pool3d", 3, 2, 1), lambda t: F.max_pool3d(t, 3, 2, 1)),
+        _same_call("max_pool3d", 3, 2, 1),
         exact=True,
     ),
     Case(
@@ -170,14 +176,14 @@ CASES: list[Case] = [
         "DenseNet transition avg_pool2d 2x2 s2",
         (32, 256, 56, 56),
         (2, 4, 8, 8),
-        _window(_tgpool("avg_pool2d", 2, 2), lambda t: F.avg_pool2d(t, 2, 2)),
+        _same_call("avg_pool2d", 2, 2),
     ),
     Case(
         "adaptive_avg_7x7",
         "adaptive_avg_pool2d 14x14 -> 7x7 (VGG/AlexNet head)",
         (32, 512, 14, 14),
         (1, 4, 10, 10),
-        _window(_tgpool("adaptive_avg_pool2d", 7), lambda t: F.adaptive_avg_pool2d(t, 7)),
+        _same_call("adaptive_avg_pool2d", 7),
     ),
     Case(
         "textcnn_masked_max",
