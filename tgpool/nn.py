@@ -114,42 +114,34 @@ class MaxPool3d(_MaxPoolNd, torch.nn.MaxPool3d):
     _pool = staticmethod(F.max_pool3d)
 
 
-class AvgPool1d(torch.nn.AvgPool1d):
+class _AvgPoolNd:
+    _pool = None
+    _takes_divisor = True  # avg_pool1d (and torch.nn.AvgPool1d) have no divisor_override
+
     def forward(self, input):
-        return F.avg_pool1d(
+        divisor = (self.divisor_override,) if self._takes_divisor else ()
+        return type(self)._pool(
             input,
             self.kernel_size,
             self.stride,
             self.padding,
             self.ceil_mode,
             self.count_include_pad,
+            *divisor,
         )
 
 
-class AvgPool2d(torch.nn.AvgPool2d):
-    def forward(self, input):
-        return F.avg_pool2d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.ceil_mode,
-            self.count_include_pad,
-            self.divisor_override,
-        )
+class AvgPool1d(_AvgPoolNd, torch.nn.AvgPool1d):
+    _pool = staticmethod(F.avg_pool1d)
+    _takes_divisor = False
 
 
-class AvgPool3d(torch.nn.AvgPool3d):
-    def forward(self, input):
-        return F.avg_pool3d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.ceil_mode,
-            self.count_include_pad,
-            self.divisor_override,
-        )
+class AvgPool2d(_AvgPoolNd, torch.nn.AvgPool2d):
+    _pool = staticmethod(F.avg_pool2d)
+
+
+class AvgPool3d(_AvgPoolNd, torch.nn.AvgPool3d):
+    _pool = staticmethod(F.avg_pool3d)
 
 
 class _LPPoolNd:
