@@ -93,6 +93,20 @@ def _c_block(tile, cfg) -> int:
 # --- launches -------------------------------------------------------------------------------------
 
 
+def _row_launch(family, ctx, args, problem, tile, B, C, S, splits) -> KernelLaunch:
+    """The forward's or backward's launch over rows: one program per (row, channel block,
+    split), the channel block from the config (as _c_block)."""
+    return KernelLaunch(
+        family,
+        ctx,
+        ctx["variant"],
+        args,
+        problem,
+        grid=lambda cfg: (B, triton.cdiv(C, _c_block(tile, cfg)), splits),
+        meta=_grid_meta(tile, S),
+    )
+
+
 def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indices, with_aux):
     """(outputs, launches): the four outputs allocated, and the one or two launches that fill
     them (none for an empty output)."""
@@ -146,17 +160,7 @@ def plan_forward(x, mask, offsets, p, reduction, layout, p_value, eps, with_indi
         *o_strides,
         float(eps),
     )
-    launches = [
-        KernelLaunch(
-            FORWARD,
-            ctx,
-            ctx["variant"],
-            args,
-            problem,
-            grid=lambda cfg: (B, triton.cdiv(C, _c_block(tile, cfg)), splits),
-            meta=_grid_meta(tile, S),
-        )
-    ]
+    launches = [_row_launch(FORWARD, ctx, args, problem, tile, B, C, S, splits)]
     if partial:
         cctx = context(COMBINE, *variant)
         cargs = (
@@ -264,15 +268,7 @@ def plan_backward(
         float(eps),
     )
     problem = _problem(tile, triton.cdiv(per_row, splits), C, x.dtype, align > 1 or tile == "flat")
-    return grad_in, KernelLaunch(
-        BACKWARD,
-        ctx,
-        ctx["variant"],
-        args,
-        problem,
-        grid=lambda cfg: (B, triton.cdiv(C, _c_block(tile, cfg)), splits),
-        meta=_grid_meta(tile, S),
-    )
+    return grad_in, _row_launch(BACKWARD, ctx, args, problem, tile, B, C, S, splits)
 
 
 def backward(
