@@ -100,7 +100,7 @@ def ensure_file(family: str, source: str) -> Path:
             f"{fallback.parent} for this process (set TGPOOL_CACHE_DIR to a writable folder)",
         )
         if not _matches(fallback, source):
-            write_atomic(fallback, source.encode())
+            _write_atomic(fallback, source)
         return fallback
     if found is False:
         warn_once(

@@ -84,8 +84,12 @@ _TIMM_REDUCTION = {
     "AdaptiveAvgMaxPool2d": "avgmax",
     "AdaptiveCatAvgMaxPool2d": "catavgmax",
 }
-_TIMM_DIM_FORMAT = {(2, 3): "channels_first", (2,): "channels_first"}
-_TIMM_DIM_FORMAT.update({(1, 2): "channels_last", (1,): "channels_last"})
+_TIMM_DIM_FORMAT = {
+    (2, 3): "channels_first",
+    (2,): "channels_first",
+    (1, 2): "channels_last",
+    (1,): "channels_last",
+}
 
 
 # --- the report -----------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def _max_unpool(ndim, input, indices, kernel_size, stride, padding, output_size)
     op = f"max_unpool{ndim}d"
     _require_tensor(op, "input", input)
     _require_tensor(op, "indices", indices)
-    (input,) = autocast_policy.cast(op, input.device.type, input)
+    input = autocast_policy.cast_input(op, input)
     expand = _EXPAND[ndim]
     kernel_size = expand(kernel_size)
     stride = expand(stride) if stride is not None else kernel_size

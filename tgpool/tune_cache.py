@@ -32,7 +32,7 @@ import math
 import re
 from pathlib import Path
 
-from .cache_io import TgpoolCacheWarning, warn_once, write_atomic
+from .cache_io import warn_once, write_atomic
 from .launch import LaunchConfig
 from .resources import autotune_cache_dir, user_cache_dir
 
@@ -130,8 +130,6 @@ def user_path() -> Path:
 
 
 # --- reading --------------------------------------------------------------------------------------
-
-__all__ = ["TgpoolCacheWarning"]  # re-exported: the warning cache files raise
 
 
 def parse(text: str, path: Path) -> dict:
@@ -352,12 +350,11 @@ class Store:
         """The same variant's entry whose bucket is nearest ``key``'s (distance in powers of two
         summed over both sides; ties: the user's first, then the smaller bucket)."""
         best = None
-        for rank, source in enumerate(("user", "shipped")):
-            entries = (
-                self.user_entries(reread)
-                if source == "user"
-                else self.shipped_entries(key.gpu, reread)
-            )
+        sources = (
+            ("user", self.user_entries(reread)),
+            ("shipped", self.shipped_entries(key.gpu, reread)),
+        )
+        for rank, (source, entries) in enumerate(sources):
             for other, config, entry in entries.values():
                 if other.same_variant() != key.same_variant():
                     continue
