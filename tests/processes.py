@@ -24,7 +24,7 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tgpool import tuner
+from tgpool.tuning import tuner
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import aot_checks
 import torch
 
-from tgpool import adaptive_pool
+from tgpool.kernels import adaptive as adaptive_pool
 
 CALLS = [
     # (name, plan_adaptive_op arguments, kernel -> (load widths, store widths) that must appear)

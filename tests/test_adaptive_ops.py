@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tgpool.adaptive_functional as A
-from tgpool import adaptive_ops, nn_adaptive, runtime
+import tgpool.functional.adaptive as A
+from tgpool import runtime
+from tgpool.nn import adaptive as nn_adaptive
+from tgpool.ops import adaptive as adaptive_ops
 
 X1 = torch.randn(2, 3, 8)
 X2 = torch.randn(2, 3, 8, 8)

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from cases import DTYPES, TOL
 
-import tgpool.adaptive_functional as A
-from tgpool import adaptive_pool, launch, runtime
+import tgpool.functional.adaptive as A
+from tgpool import launch, runtime
+from tgpool.kernels import adaptive as adaptive_pool
 
 # NaN and inf inputs make numpy, under the interpreter, warn about inf - inf in avg sums
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")

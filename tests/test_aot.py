@@ -12,7 +12,8 @@ import torch
 from aot_checks import assert_no_spills
 
 import tgpool
-from tgpool import aot, runtime, window_pool
+from tgpool import aot, runtime
+from tgpool.kernels import window as window_pool
 from tgpool.spec import window_spec
 
 ARCHS = ("sm_80", "sm_90a")
@@ -20,7 +21,7 @@ WINDOWS = {
     "3x3 s2 p1": {"kernel_size": 3, "stride": 2, "padding": 1},  # ResNet stem
     "2x2 s2": {"kernel_size": 2, "stride": 2},  # VGG
     # 125 taps: run-time loops, not unrolled. Symmetric 5x5x5 max/avg windows take the separable
-    # passes (large_window.py); 'same' padding (asymmetric here) keeps them on this kernel
+    # passes (kernels/large_window.py); 'same' padding (asymmetric here) keeps them on this kernel
     "5x5x5 s2 same": {"kernel_size": 5, "stride": 2, "padding": "same"},
 }
 #: shapes whose 16-divisible extents let Triton prove alignment along the contiguous dim

@@ -1,7 +1,7 @@
 """Under torch.autocast every tgpool function returns what torch's pooling would (issue 7).
 
 For each op: the output dtype equals torch's under the same autocast (asked of torch for every
-op it has; for tgpool-only ops, of the torch op whose rule tgpool.autocast_policy says it
+op it has; for tgpool-only ops, of the torch op whose rule tgpool.functional.autocast says it
 follows), the values equal a float64 reference of the same input (exact for max), the kernels
 ran, and the gradient comes back in the input's dtype. CPU runs here through the interpreter;
 the CUDA tests run the same table wherever a GPU is present.
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from conftest import launches
 
 import tgpool
-from tgpool import autocast_policy
-from tgpool.sppf_functional import sppf_reference
+from tgpool.functional import autocast as autocast_policy
+from tgpool.functional.sppf_pooling import sppf_reference
 
 
 def _samples(x, n):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
 import tgpool
-from tgpool import ops
+from tgpool.ops import window as ops
 from tgpool.spec import window_spec
 
 

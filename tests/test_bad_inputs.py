@@ -20,7 +20,7 @@ the case says:
   composites accept them (integer max/avg pools, lp_pool's pow);
 - global pools and ragged_pool need a batch: (C, L) is a rank error. Their input checks follow
   adaptive_max_pool{n}d(x, 1), except for empty dims: a zero spatial dim or zero channels give
-  0 / an (N, 0) result (tgpool's empty-row rule, global_reference.py), not an error.
+  0 / an (N, 0) result (tgpool's empty-row rule, reference/global_pool.py), not an error.
 
 Calls that must work (zero batch, C = 0 for adaptive avg 1-D/2-D, a meta input, CPU p / offsets
 with an input elsewhere, integer extras with an input that requires grad) are below the table.
@@ -41,7 +41,7 @@ from conftest import launches
 from test_autocast import same_call
 
 import tgpool
-from tgpool import sppf_functional as SF
+from tgpool.functional import sppf_pooling as SF
 
 META = torch.device("meta")
 
@@ -413,7 +413,7 @@ def test_cpu_extras_with_an_input_on_meta():
 
 
 def test_global_and_ragged_empty_rows_pool_to_zero():
-    """tgpool's rule (global_reference.py): a row with no position pools to 0; a zero spatial dim
+    """tgpool's rule (reference/global_pool.py): a row with no position pools to 0; a zero spatial dim
     or zero channels give that, not an error (torch's adaptive_max_pool refuses both)."""
     assert torch.equal(tgpool.global_pool(x_(2, 3, 4, 0), "max"), torch.zeros(2, 3))
     assert torch.equal(tgpool.gem(x_(2, 3, 0, 4)), torch.zeros(2, 3))

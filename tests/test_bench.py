@@ -1,6 +1,7 @@
 """``tgpool bench``: the tiny harness runs in-process through the interpreter and writes its CSV
 (every column, every row labelled as not a timing), markdown and PNG; a case whose torch peer
-computes something else fails it; --help, bad arguments and a missing GPU exit as cli.py says."""
+computes something else fails it; --help, bad arguments and a missing GPU exit as cli/commands.py
+says."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import importlib.util
 import pytest
 import torch
 
-from tgpool import bench_cases, bench_report, bench_run, cli
-from tgpool.cli_bench import NO_GPU
+from tgpool.bench import cases as bench_cases
+from tgpool.bench import report as bench_report
+from tgpool.bench import run as bench_run
+from tgpool.cli import commands as cli
+from tgpool.cli.bench import NO_GPU
 
 TINY = ["bench", "--tiny", "--layout", "contiguous"]
 

@@ -24,10 +24,12 @@ from conftest import triton_only
 from processes import GPU, PROBLEM, FakePlan, python_child
 
 import tgpool
-from tgpool import cache_io, codegen, tune_cache, tuner
+from tgpool import cache_io, codegen
 from tgpool.cache_io import TgpoolCacheWarning
 from tgpool.launch import LaunchConfig
-from tgpool.tune_cache import Store
+from tgpool.tuning import cache as tune_cache
+from tgpool.tuning import tuner
+from tgpool.tuning.cache import Store
 
 
 def bench(plan, config: LaunchConfig) -> float:
@@ -283,7 +285,8 @@ import json, sys, time
 from pathlib import Path
 from processes import FakePlan, GPU
 from test_cache_faults import bench
-from tgpool import tune_cache, tuner
+from tgpool.tuning import cache as tune_cache
+from tgpool.tuning import tuner
 path, tag, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 def slow(plan, config):  # keeps both processes measuring the shared key at the same time

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tgpool import cli, families, tune_cache
+from tgpool.aot import families
+from tgpool.cli import commands as cli
 from tgpool.launch import LaunchConfig
+from tgpool.tuning import cache as tune_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
@@ -280,7 +282,9 @@ def test_inspect_compiles_every_family_without_spills(capsys):
 def cpu_as_gpu(monkeypatch):
     """``tgpool tune`` as on a GPU machine, but recording on CPU tensors (the interpreter) and
     timing with a deterministic benchmark: the fastest config is the simplest non-heuristic."""
-    from tgpool import launch, tune_workload, tuner
+    from tgpool import launch
+    from tgpool.tuning import tuner
+    from tgpool.tuning import workload as tune_workload
 
     real_record = tune_workload.record
 

@@ -133,7 +133,7 @@ def test_graphed_module_trains_like_eager():
 def test_tuned_before_capture_then_cached_lookups_only(tmp_path, monkeypatch):
     """TGPOOL_AUTOTUNE=1: the warm-up tunes and stores; the capture tunes nothing, opens no cache
     file, and replays like eager."""
-    from tgpool import tuner
+    from tgpool.tuning import tuner
 
     monkeypatch.setenv("TGPOOL_AUTOTUNE", "1")
     monkeypatch.setenv("TGPOOL_CACHE_DIR", str(tmp_path))

@@ -13,7 +13,7 @@ use no atomics: every gradient element is summed by one program in a fixed order
 max_unpool with repeated indices holding different values is where torch itself refuses
 deterministic mode (max_unpooling2d_forward_out "does not have a deterministic
 implementation"): stores from different programs to one address land in any order on a GPU.
-tgpool keeps only the last occurrence of a repeated index in that mode (tgpool.unpool.
+tgpool keeps only the last occurrence of a repeated index in that mode (tgpool.kernels.unpool.
 last_writer_only: a stable sort, no host sync), which is torch's CPU result.
 """
 
@@ -161,7 +161,7 @@ def _repeated_indices():
 
 
 def test_unpool_with_repeated_indices_keeps_the_last_value(deterministic, monkeypatch):
-    from tgpool import unpool
+    from tgpool.kernels import unpool
 
     calls = []
     real = unpool.last_writer_only
@@ -177,7 +177,7 @@ def test_unpool_with_repeated_indices_keeps_the_last_value(deterministic, monkey
 
 
 def test_last_writer_only_marks_the_earlier_repeats():
-    from tgpool.unpool import last_writer_only
+    from tgpool.kernels.unpool import last_writer_only
 
     idx = torch.tensor([[[3, 1, 3, 0, 1, 3]]])
     assert last_writer_only(idx).tolist() == [[[-1, -1, -1, 0, 1, 3]]]

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from conftest import kernels_only, launches
 
-import tgpool.pool_functional_extra as T
-from tgpool import fractional_ops, fractional_pool, nn_unpool_fractional
+import tgpool.functional.unpool_fractional as T
+from tgpool.kernels import fractional as fractional_pool
+from tgpool.nn import unpool_fractional as nn_unpool_fractional
+from tgpool.ops import fractional as fractional_ops
 
 #: (dtype, atol, rtol) for gradients (sums where windows overlap) against an fp64 reference
 TOL = {

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import tgpool.nn
-from tgpool import global_reference
+from tgpool.reference import global_pool as global_reference
 
 # dtype: (atol, rtol) against the float64 reference (max is compared exactly)
 TOLERANCES = {

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import tgpool
-from tgpool import global_ops, runtime
+from tgpool import runtime
+from tgpool.ops import global_pool as global_ops
 
 # --- bad input ------------------------------------------------------------------------------------
 

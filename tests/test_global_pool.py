@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import tgpool
-from tgpool import global_kernels as launcher
-from tgpool import global_reference, runtime
+from tgpool import runtime
+from tgpool.kernels import global_pool as launcher
+from tgpool.reference import global_pool as global_reference
 
 # --- proof that the kernels ran -------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import triton.language as tl
 from conftest import launches
 
 import tgpool
-from tgpool.sppf_functional import sppf_reference
+from tgpool.functional.sppf_pooling import sppf_reference
 
 #: (N, C, H, W) with strides each < 2**31 and a largest offset > 2**31 - 1
 SHAPE = (2, 2, 4, 4)

@@ -17,7 +17,7 @@ import torch
 from keras_reference import DTYPE_NAMES, assert_close, forward_backward, keras, pair
 
 import tgpool.nn
-from tgpool import global_reference
+from tgpool.reference import global_pool as global_reference
 
 # (layer, spatial rank); the Keras class has the same name
 LAYERS = [

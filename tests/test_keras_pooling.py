@@ -34,7 +34,7 @@ SHAPES = {1: (2, 7, 3), 2: (2, 6, 5, 3), 3: (1, 4, 5, 3, 2)}
 
 # (name, pool_size, strides, padding, uneven): uneven = "same" pads more after than before for
 # some dim of SHAPES with a window holding several input elements: Keras 3.15's torch backend
-# then averages replicated edge elements (see tgpool.nn_keras_pool)
+# then averages replicated edge elements (see tgpool.nn.keras_window)
 CONFIGS = [
     ("valid_defaults", None, None, "valid", False),
     ("valid_k3_s2", 3, 2, "valid", False),

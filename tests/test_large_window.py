@@ -1,5 +1,5 @@
-"""The separable large-window path (tgpool/large_window.py) against torch: values and indices
-exact for max, averages and every gradient against float64 torch, every dtype, both layouts,
+"""The separable large-window path (tgpool/kernels/large_window.py) against torch: values and
+indices exact for max, averages and every gradient against float64 torch, every dtype, both layouts,
 ceil_mode, padding, dilation, NaN / inf / ties, and through the custom ops with the dispatch
 that window_pool will get.
 """
@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from cases import DTYPE_PARAMS, TOL
 
 import tgpool
-from tgpool import large_window, runtime, window_pool
+from tgpool import runtime
+from tgpool.kernels import large_window
+from tgpool.kernels import window as window_pool
 from tgpool.spec import is_channels_last, window_spec
 
 

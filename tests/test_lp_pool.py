@@ -18,7 +18,8 @@ from cases import DTYPE_PARAMS, TOL
 
 import tgpool.functional as T
 import tgpool.nn
-from tgpool import lp_ops, runtime
+from tgpool import runtime
+from tgpool.ops import lp as lp_ops
 
 INF = math.inf
 

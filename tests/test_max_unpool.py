@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from conftest import kernels_only, launches
 
-import tgpool.pool_functional_extra as T
-from tgpool import nn_unpool_fractional, unpool, unpool_ops
+import tgpool.functional.unpool_fractional as T
+from tgpool.kernels import unpool
+from tgpool.nn import unpool_fractional as nn_unpool_fractional
+from tgpool.ops import unpool as unpool_ops
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 DTYPE_IDS = [str(d).removeprefix("torch.") for d in DTYPES]

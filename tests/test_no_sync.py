@@ -29,8 +29,10 @@ from torch._library.custom_ops import OPDEFS
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tgpool
-from tgpool import runtime, tune_cache, tuner
+from tgpool import runtime
 from tgpool.launch import LaunchConfig
+from tgpool.tuning import cache as tune_cache
+from tgpool.tuning import tuner
 
 aten = torch.ops.aten
 

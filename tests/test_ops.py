@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from conftest import triton_only
 
 import tgpool
-from tgpool import ops, runtime
+from tgpool import runtime
+from tgpool.ops import window as ops
 
 # --- cases ----------------------------------------------------------------------------------------
 

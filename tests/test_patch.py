@@ -28,9 +28,9 @@ import torch
 from conftest import kernels_only, launches
 
 import tgpool
-from tgpool import demo
-from tgpool.patching import FAMILIES, TORCH_CLASSES, PatchReport, patch, unpatch
-from tgpool.resnet_demo import TinyResNet
+from tgpool.cli import demo
+from tgpool.cli.resnet_demo import TinyResNet
+from tgpool.integrations.patch import FAMILIES, TORCH_CLASSES, PatchReport, patch, unpatch
 
 ROOT = Path(__file__).resolve().parents[1]
 

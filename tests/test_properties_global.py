@@ -4,7 +4,7 @@ lengths, empty ones included) and sppf, over random shapes, dtypes, layouts and 
 and backward.
 
 References: tests/test_global_pool.py's float64 formulas (``reference``, ``ragged_reference``:
-plain torch, written independently of tgpool/global_reference.py) and torch's chain of three
+plain torch, written independently of tgpool/reference/global_pool.py) and torch's chain of three
 max_pool2d for sppf (``sppf_reference``). Every example runs tgpool with the pure-torch fallbacks
 refused (``global_kernels_ran``, ``kernels_only``) and checks that a kernel launched in the
 forward and in the backward (tests/strategies.py).
@@ -22,7 +22,7 @@ from strategies import TORCH_POOLS, assert_close, check_against_torch, make_inpu
 from test_global_pool import expected_shape, global_kernels_ran, ragged_reference, reference
 
 import tgpool
-from tgpool.sppf_functional import sppf_reference
+from tgpool.functional.sppf_pooling import sppf_reference
 
 REDUCTIONS = ["max", "avg", "sum", "lp", "gem", "avgmax", "catavgmax"]
 #: the powers tested: integer and not. lp runs on positive values (lp of a negative sum is NaN

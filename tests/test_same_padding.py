@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from cases import DTYPE_PARAMS, TOL
 
 import tgpool.functional as T
-from tgpool import ops, runtime
+from tgpool import runtime
+from tgpool.ops import window as ops
 
 
 @dataclasses.dataclass(frozen=True)

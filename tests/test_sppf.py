@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from cases import DTYPE_PARAMS, TOL
 from conftest import triton_only
 
-from tgpool import runtime, sppf_ops
-from tgpool.nn_sppf import SPPFPool
-from tgpool.sppf_functional import sppf, sppf_reference
+from tgpool import runtime
+from tgpool.functional.sppf_pooling import sppf, sppf_reference
+from tgpool.nn.sppf import SPPFPool
+from tgpool.ops import sppf as sppf_ops
 
 # --- the identity the fused kernel computes ---
 
@@ -132,11 +133,12 @@ def test_indices_are_single_pool_indices():
 
 
 def test_tie_rule_differs_from_the_chain_only_in_where_the_gradient_goes():
-    """tgpool.sppf.TIE_RULE, shown: two equal maxima A = (0, 4) and B = (1, 0) in y3's window at
-    (3, 3) (k = 3, radius 3). tgpool sends y3's gradient to A, the first in row-major order (as
-    max_pool2d(x, 7, 1, 3) would); torch's chain takes y2's first maximum at (2, 2), whose window
-    (rows 0-4, cols 0-4) holds both, then y1's first maximum at (1, 1), whose window (rows 0-2,
-    cols 0-2) holds only B."""
+    """tgpool.kernels.sppf.TIE_RULE, shown: two equal maxima A = (0, 4) and B = (1, 0) in y3's
+    window at (3, 3) (k = 3, radius 3). tgpool sends y3's gradient to A, the first in row-major
+    order (as max_pool2d(x, 7, 1, 3) would); torch's chain takes y2's first maximum at (2, 2), whose
+    window (rows 0-4, cols 0-4) holds both, then y1's first maximum at (1, 1), whose window
+    (rows 0-2, cols 0-2) holds only B.
+    """
     x = torch.full((1, 1, 7, 7), -1.0)
     x[0, 0, 0, 4] = x[0, 0, 1, 0] = 1.0
     grad = torch.zeros(1, 4, 7, 7)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tgpool import tune_cache
 from tgpool.launch import LaunchConfig
-from tgpool.tune_cache import Store, TuneKey
+from tgpool.tuning import cache as tune_cache
+from tgpool.tuning.cache import Store, TuneKey
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = TuneKey(
@@ -75,7 +75,7 @@ _WRITER = r"""
 import dataclasses, sys, time
 sys.path.insert(0, {tests!r})
 from test_tune_cache import KEY, entry
-from tgpool import tune_cache
+from tgpool.tuning import cache as tune_cache
 from pathlib import Path
 path, tag, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 (path.parent / f"ready-{{tag}}").touch()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from processes import GPU, FakePlan, gloo_group, spawn_ranks
 
-from tgpool import tune_cache, tuner
+from tgpool.tuning import cache as tune_cache
+from tgpool.tuning import tuner
 
 VARIANTS = ["max k2", "max k3", "avg k2", "avg k3"]
 

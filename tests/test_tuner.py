@@ -13,9 +13,10 @@ import json
 import pytest
 import torch
 
-from tgpool import launch, tuner
+from tgpool import launch
 from tgpool.launch import LaunchConfig
-from tgpool.tune_cache import Store
+from tgpool.tuning import tuner
+from tgpool.tuning.cache import Store
 
 GPU = tuner.DeviceInfo("Test GPU 80GB", "9.0")
 PROBLEM = {"outer": 8 * 64 * 28, "inner": 56, "inner_step": 2, "dtype": "float16", "vector": True}
@@ -265,7 +266,7 @@ def test_lookup_prefers_user_then_shipped_then_nearest_bucket(store):
     key = tuner.plan_key(plan, GPU)
     simple, busy = simplest_non_heuristic(plan)
     # shipped: this key and a far bucket of it
-    from tgpool import tune_cache
+    from tgpool.tuning import cache as tune_cache
 
     far = dataclasses.replace(key, bucket=(key.bucket[0] * 64, key.bucket[1]))
     near = dataclasses.replace(key, bucket=(key.bucket[0] * 2, key.bucket[1]))
@@ -297,7 +298,7 @@ def provider(store, monkeypatch):
     monkeypatch.setattr(tuner, "may_tune_now", lambda plan: True)
     monkeypatch.setattr(tuner, "_default", make_tuner(store, bench, repeats=1))
     monkeypatch.delenv("TGPOOL_AUTOTUNE", raising=False)
-    monkeypatch.setattr(launch, "_provider", launch._tuned)
+    monkeypatch.setattr(launch, "_provider", tuner.cached_config)
     tuner.forget()
     yield bench
     tuner.forget()
@@ -360,7 +361,7 @@ def test_the_interpreter_keeps_the_heuristic():
 
 
 def _record_max_pool(x):
-    from tgpool import tune_workload
+    from tgpool.tuning import workload as tune_workload
 
     call = {"op": "max_pool2d", "input_shape": list(x.shape), "kernel_size": 3, "stride": 2}
     return tune_workload.record(tune_workload.calls_workload([call], "float32"), "cpu")

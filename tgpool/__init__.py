@@ -8,7 +8,9 @@ See README.md for the architecture: spec -> template -> generated source -> laun
 custom op -> API.
 """
 
-from . import functional, nn, ops  # noqa: F401  (ops registers the tgpool:: custom ops)
+from . import functional, nn, ops, tuning  # noqa: F401  (ops registers the custom ops; tuning
+
+#                                                  registers the tuner with launch.py)
 from .functional import (  # noqa: F401
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
@@ -37,6 +39,6 @@ from .functional import (  # noqa: F401
     ragged_pool,
     sppf,
 )
-from .patching import PatchReport, patch, unpatch  # noqa: F401
+from .integrations.patch import PatchReport, patch, unpatch  # noqa: F401
 
 __version__ = "0.1.0"

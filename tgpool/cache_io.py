@@ -1,6 +1,6 @@
 """Writing tgpool's cache files safely, and warning once when the cache folder lets us down.
 
-Both caches (generated kernel sources in codegen.py, tuned configs in tune_cache.py) write through
+Both caches (generated kernel sources in codegen.py, tuned configs in tuning/cache.py) write through
 ``write_atomic``: the bytes go to a temporary file in the same folder, and only a complete file
 replaces the old one (``os.replace``). A failed write (a read-only folder, a full disk) removes
 its temporary file and leaves the existing file as it was. A cache problem never fails pooling:

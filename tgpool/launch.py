@@ -2,8 +2,10 @@
 
 This is the one place that decides them. ``config_for`` asks the registered provider first and
 falls back to the heuristic below. The default provider is the autotuner's cache lookup
-(tgpool/tuner.py): tuned or shipped configs for CUDA launches, nothing (so the heuristic) for the
-interpreter and for problems never tuned. ``set_provider`` replaces it (tests force block sizes).
+(tgpool/tuning/tuner.py, which registers itself here when tgpool.tuning is imported: this module
+never imports tuning): tuned or shipped configs for CUDA launches, nothing (so the heuristic)
+for the interpreter and for problems never tuned. ``set_provider`` replaces it (tests force
+block sizes).
 
 ``SEARCH_SPACES`` is the tuner's candidate data, one entry per kernel family; a family without an
 entry is tuned over ``GENERIC_SPACE``, so a new family is tunable before anyone writes its entry.
@@ -55,14 +57,7 @@ class LaunchConfig:
 Provider = Callable[[str, object, dict], "LaunchConfig | None"]
 
 
-def _tuned(family: str, variant, problem: dict) -> LaunchConfig | None:
-    """The default provider: the autotuner's caches (imported on first use: no import cycle)."""
-    from . import tuner
-
-    return tuner.provide(family, variant, problem, current_plan())
-
-
-_provider: Provider | None = _tuned
+_provider: Provider | None = None  # tgpool.tuning installs the tuner's cache lookup on import
 _plan: contextvars.ContextVar = contextvars.ContextVar("tgpool_plan", default=None)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -364,3 +365,44 @@ def output_strides(shape: Sequence[int], channels_last: bool) -> tuple[int, ...]
         strides[d] = acc
         acc *= max(shape[d], 1)
     return tuple(strides)
+
+
+# --- specs and tensors for planning without data (ahead-of-time tools, launch planners) ---
+
+
+def meta_tensor(shape, dtype, channels_last: bool) -> torch.Tensor:
+    """A dense meta tensor of ``shape`` (N, C, *spatial), contiguous or channels-last."""
+    return torch.empty_strided(
+        tuple(shape), output_strides(shape, channels_last), dtype=dtype, device="meta"
+    )
+
+
+def op_spec(
+    op: str,
+    *,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+) -> WindowPoolSpec:
+    """The window spec of ``op`` ("max_pool1d" .. "avg_pool3d") for torch-style arguments."""
+    m = re.fullmatch(r"(max|avg)_pool([123])d", op)
+    if m is None:
+        raise ValueError(f"unknown op {op!r}; expected max_pool1d .. avg_pool3d")
+    reduction, ndim = m.group(1), int(m.group(2))
+    if reduction == "avg" and dilation != 1:
+        raise ValueError(f"{op} has no dilation")
+    return window_spec(
+        reduction,
+        ndim,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )

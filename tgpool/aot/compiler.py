@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import importlib.util
 import multiprocessing
 import os
@@ -38,24 +37,16 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import torch
 import triton
 
-from . import window_pool
-from .aot_plan import (  # noqa: F401  (aot.<name> stays the one entry point: cli, tests, planners)
-    _LAYOUTS,
-    DIRECTIONS,
-    meta_tensor,
-    op_spec,
-    plan_op,
-    plan_window_op,
-    window_label,
-)
-from .aot_specialise import rule_specialisation, specialise  # noqa: F401  (aot.<name>)
-from .spec import DTYPES
+from ..kernels import window as window_pool
+from ..spec import DTYPES
+from .plan import op_spec, plan_op, window_label
+from .report import KernelReport, global_access_widths  # noqa: F401
+from .specialise import rule_specialisation, specialise  # noqa: F401  (aot.<name>)
 
 ARCHS = {"sm_80": (80, 32), "sm_90a": (90, 32)}  # name -> (capability, warp size)
 
@@ -117,61 +108,7 @@ def compilable_kernel(kernel, source: str):
     return _compilable[key]
 
 
-@dataclasses.dataclass(frozen=True)
-class KernelReport:
-    """One kernel compiled for one arch: resources from its cubin, access widths from its PTX."""
-
-    arch: str
-    op: str  # e.g. "max_pool2d k3 s2 p1 fwd"
-    kernel: str
-    layout: str
-    dtype: str
-    shape: tuple  # the op's input shape (N, C, *spatial)
-    config: str  # LaunchConfig.describe()
-    registers: int
-    stack: int  # bytes of stack frame per thread (where ptxas spills registers)
-    local: int  # bytes of local memory per thread
-    shared: int  # bytes (Triton's dynamic shared memory plus any static)
-    loads: dict  # bits -> number of ld.global instructions of that width
-    stores: dict  # bits -> number of st.global instructions
-    blocked_layouts: tuple  # the TTGIR #ttg.blocked encodings (sizePerThread ...)
-    signature: dict
-    constexprs: dict
-    source: str  # the generated kernel file
-    asm: dict = dataclasses.field(repr=False, compare=False)  # "ttgir", "ptx" text, "cubin" bytes
-
-    @property
-    def spill_bytes(self) -> int:
-        """Per-thread bytes of stack frame and local memory: 0 when nothing spills."""
-        return self.stack + self.local
-
-    def load_bits(self, min_width=0) -> int:
-        """Bits loaded per thread by the load instructions at least ``min_width`` wide (static:
-        each instruction once, loops not unrolled count once)."""
-        return sum(w * n for w, n in self.loads.items() if w >= min_width)
-
-
 _BLOCKED = re.compile(r"#ttg\.blocked<\{[^}]*\}>")  # TTGIR register layouts
-_ACCESS = re.compile(r"(?<![\w.])(ld|st)\.global((?:\.[A-Za-z0-9_:]+)*)")
-
-
-def global_access_widths(ptx: str) -> tuple[Counter, Counter]:
-    """(loads, stores): instruction counts by width in bits of the global loads and stores in
-    ``ptx``, whatever their predicates, cache qualifiers (``.nc``, ``.L1::evict_last``,
-    ``.L2::cache_hint``, ``.L2::128B``) or vector size."""
-    found = {"ld": Counter(), "st": Counter()}
-    for line in ptx.splitlines():
-        code = line.split("//", 1)[0]
-        for kind, qualifiers in _ACCESS.findall(code):
-            vector, bits = 1, None
-            for q in qualifiers.split(".")[1:]:
-                if re.fullmatch(r"v\d+", q):
-                    vector = int(q[1:])
-                elif re.fullmatch(r"[bsuf]\d+", q):
-                    bits = int(q[1:])
-            if bits is not None:
-                found[kind][vector * bits] += 1
-    return found["ld"], found["st"]
 
 
 def _cuobjdump() -> str:
@@ -340,93 +277,3 @@ def inspect_op(
         )
         for plan in plan_op(op, input_shape, dtype, layout, direction=direction, **pool_args)
     ]
-
-
-# --- reporting ------------------------------------------------------------------------------------
-
-
-def _widths(counts: dict) -> str:
-    return " ".join(f"{w}x{n}" for w, n in sorted(counts.items(), reverse=True)) or "-"
-
-
-def format_table(reports) -> str:
-    """A fixed-width text table, one row per compiled kernel; widths read "bits x instructions"."""
-    head = (
-        "arch",
-        "op",
-        "kernel",
-        "layout",
-        "dtype",
-        "input",
-        "config",
-        "regs",
-        "spill",
-        "smem",
-        "loads (bits x n)",
-        "stores (bits x n)",
-    )
-    rows = [head] + [
-        (
-            r.arch,
-            r.op,
-            r.kernel,
-            r.layout,
-            r.dtype,
-            "x".join(map(str, r.shape)),
-            r.config,
-            str(r.registers),
-            str(r.spill_bytes),
-            str(r.shared),
-            _widths(r.loads),
-            _widths(r.stores),
-        )
-        for r in reports
-    ]
-    size = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(n) for c, n in zip(row, size, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * n for n in size))
-    return "\n".join(lines)
-
-
-def main(argv=None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m tgpool.aot", description=__doc__.split("\n\n")[0])
-    p.add_argument("op", help="max_pool2d, avg_pool3d, ...")
-    p.add_argument("shape", help="batched input shape, e.g. 8,64,56,56")
-    p.add_argument("--dtype", default="float16", choices=sorted(DTYPES.values()))
-    p.add_argument("--layout", default="channels_first", choices=sorted(_LAYOUTS))
-    p.add_argument("--direction", default="fwd", choices=DIRECTIONS)
-    p.add_argument("--arch", nargs="+", default=sorted(ARCHS), choices=sorted(ARCHS))
-    p.add_argument("-k", "--kernel-size", type=int, required=True)
-    p.add_argument("-s", "--stride", type=int)
-    p.add_argument("-p", "--padding", type=int, default=0)
-    p.add_argument("--with-indices", action="store_true")
-    p.add_argument("--ttgir", action="store_true", help="also print each kernel's TTGIR")
-    a = p.parse_args(argv)
-    dtype = {v: k for k, v in DTYPES.items()}[a.dtype]
-    shape = tuple(int(s) for s in a.shape.split(","))
-    extra = {"with_indices": a.with_indices} if a.op.startswith("max") else {}
-    reports = [
-        r
-        for arch in a.arch
-        for r in inspect_op(
-            a.op,
-            shape,
-            dtype,
-            a.layout,
-            arch=arch,
-            direction=a.direction,
-            kernel_size=a.kernel_size,
-            stride=a.stride,
-            padding=a.padding,
-            **extra,
-        )
-    ]
-    print(format_table(reports))
-    for r in reports if a.ttgir else ():
-        print(f"\n// {r.arch} {r.kernel} ({r.source})\n{r.asm['ttgir']}")
-
-
-if __name__ == "__main__":
-    main()

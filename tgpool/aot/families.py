@@ -26,7 +26,7 @@ WINDOW_OPS = (
     "lp_pool3d",
 )
 #: window ops whose planner also knows lp and padding="same" / "valid"
-_WINDOW_PLANNER = "tgpool.window_plans:plan_pool_op"
+_WINDOW_PLANNER = "tgpool.aot.window_plans:plan_pool_op"
 #: global pooling: global_max_pool, global_avg_pool and gem are global_pool with a reduction
 GLOBAL_OPS = ("global_pool", "ragged_pool")
 
@@ -47,9 +47,9 @@ class Family:
 
 
 _RESNET_STEM = {"kernel_size": 3, "stride": 2, "padding": 1}
-_GLOBAL_PLANNER = "tgpool.global_kernels:plan_global_op"
+_GLOBAL_PLANNER = "tgpool.kernels.global_pool:plan_global_op"
 ADAPTIVE_OPS = tuple(f"adaptive_{r}_pool{n}d" for r in ("avg", "max") for n in (1, 2, 3))
-_ADAPTIVE_PLANNER = "tgpool.adaptive_pool:plan_adaptive_op"
+_ADAPTIVE_PLANNER = "tgpool.kernels.adaptive:plan_adaptive_op"
 UNPOOL_OPS = ("max_unpool1d", "max_unpool2d", "max_unpool3d")
 FRACTIONAL_OPS = ("fractional_max_pool2d", "fractional_max_pool3d")
 
@@ -160,7 +160,7 @@ FAMILIES: dict[str, Family] = {
             "max unpooling input gradient: a gather at the indices",
             UNPOOL_OPS,
             {"op": "max_unpool2d", "input_shape": (8, 64, 56, 56), "kernel_size": 2},
-            "tgpool.unpool:plan_unpool_op",
+            "tgpool.kernels.unpool:plan_unpool_op",
         ),
         *_fwd_bwd(
             "fractional_max_pool",
@@ -168,7 +168,7 @@ FAMILIES: dict[str, Family] = {
             "fractional max pooling input gradient: a gather over the covering windows",
             FRACTIONAL_OPS,
             {"op": "fractional_max_pool2d", "input_shape": (8, 64, 56, 56), "output_size": 32},
-            "tgpool.fractional_pool:plan_fractional_op",
+            "tgpool.kernels.fractional:plan_fractional_op",
         ),
         *_fwd_bwd(
             "large_window",
@@ -183,21 +183,21 @@ FAMILIES: dict[str, Family] = {
                 "stride": 1,
                 "padding": 15,
             },
-            "tgpool.large_window:plan_large_window_op",
+            "tgpool.kernels.large_window:plan_large_window_op",
         ),
         Family(
             "sppf_fwd",
             "fused SPPF: x and its three chained 'same' max pools concatenated, one input read",
             ("sppf",),
             {"op": "sppf", "input_shape": (16, 256, 20, 20), "layout": "channels_last"},
-            planner="tgpool.sppf:plan_sppf_op",
+            planner="tgpool.kernels.sppf:plan_sppf_op",
         ),
         Family(
             "sppf_bwd",
             "fused SPPF input gradient: the x part plus the three pools' argmax gathers",
             ("sppf",),
             {"op": "sppf", "input_shape": (16, 256, 20, 20), "direction": "bwd"},
-            planner="tgpool.sppf:plan_sppf_op",
+            planner="tgpool.kernels.sppf:plan_sppf_op",
         ),
     )
 }

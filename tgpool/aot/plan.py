@@ -1,26 +1,24 @@
 """Ahead-of-time planning: the launches tgpool would make for an op, built on meta tensors.
 
-``plan_op`` asks the family registry (tgpool/families.py) for the op's planner; window ops are
+``plan_op`` asks the family registry (tgpool/aot/families.py) for the op's planner; window ops are
 planned here by ``plan_window_op`` with the launcher's own ``window_pool.plan_*``, so the kernel
-arguments are the ones a real launch gets. tgpool/aot.py compiles and reports on what these return
-(and re-exports every name here, so ``aot.plan_op`` & co. keep working).
+arguments are the ones a real launch gets. tgpool/aot/compiler.py compiles and reports on what
+these return (and re-exports every name here, so ``aot.plan_op`` & co. keep working).
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from . import window_pool
-from .spec import (
+from ..kernels import window as window_pool
+from ..spec import (
     CHANNELS_FIRST,
     CHANNELS_LAST,
     DTYPES,
     WindowPoolSpec,
     is_channels_last,
-    output_strides,
-    window_spec,
+    meta_tensor,
+    op_spec,
 )
 
 DIRECTIONS = ("fwd", "bwd", "double_bwd")
@@ -30,44 +28,6 @@ _LAYOUTS = {
     "contiguous": CHANNELS_FIRST,
     "channels_last": CHANNELS_LAST,
 }
-
-
-def meta_tensor(shape, dtype, channels_last: bool) -> torch.Tensor:
-    """A dense meta tensor of ``shape`` (N, C, *spatial), contiguous or channels-last."""
-    return torch.empty_strided(
-        tuple(shape), output_strides(shape, channels_last), dtype=dtype, device="meta"
-    )
-
-
-def op_spec(
-    op: str,
-    *,
-    kernel_size,
-    stride=None,
-    padding=0,
-    dilation=1,
-    ceil_mode=False,
-    count_include_pad=True,
-    divisor_override=None,
-) -> WindowPoolSpec:
-    """The window spec of ``op`` ("max_pool1d" .. "avg_pool3d") for torch-style arguments."""
-    m = re.fullmatch(r"(max|avg)_pool([123])d", op)
-    if m is None:
-        raise ValueError(f"unknown op {op!r}; expected max_pool1d .. avg_pool3d")
-    reduction, ndim = m.group(1), int(m.group(2))
-    if reduction == "avg" and dilation != 1:
-        raise ValueError(f"{op} has no dilation")
-    return window_spec(
-        reduction,
-        ndim,
-        kernel_size,
-        stride,
-        padding,
-        dilation,
-        ceil_mode,
-        count_include_pad,
-        divisor_override,
-    )
 
 
 def window_label(spec: WindowPoolSpec) -> str:
@@ -85,7 +45,7 @@ def window_label(spec: WindowPoolSpec) -> str:
 
 def plan_op(op: str, input_shape, dtype=torch.float16, layout="channels_first", **kwargs):
     """The launches tgpool makes for ``op`` on a batched input of ``input_shape`` (meta tensors),
-    planned by the family registry's planner for ``op`` (tgpool/families.py); for window ops,
+    planned by the family registry's planner for ``op`` (tgpool/aot/families.py); for window ops,
     ``plan_window_op``."""
     from .families import planner_for
 

@@ -2,8 +2,8 @@
 
 ``specialise`` turns a kernel's argument tuple and constexprs into ASTSource's (signature,
 constexprs, attrs) as JITFunction's binder does: each argument goes through Triton's own
-``native_specialize_impl`` where it exists (``rule_specialisation`` otherwise), so tgpool/aot.py
-compiles the variant a real launch would.
+``native_specialize_impl`` where it exists (``rule_specialisation`` otherwise), so
+tgpool/aot/compiler.py compiles the variant a real launch would.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ import re
 
 import torch
 
-from . import aot, window_pool
-from .spec import CHANNELS_LAST, DTYPES, is_channels_last, same_padding, window_spec
+from ..kernels import window as window_pool
+from ..spec import CHANNELS_LAST, DTYPES, is_channels_last, same_padding, window_spec
+from . import plan as aot
 
 _LP = re.compile(r"lp_pool([123])d")
 
@@ -100,7 +101,7 @@ def plan_pool_op(
     if direction in ("fwd", "bwd") and window_pool.takes_large_window_path(
         aot.op_spec(op, **window)
     ):
-        from . import large_window  # the separable passes window_pool.forward dispatches to
+        from ..kernels import large_window  # the separable passes window_pool.forward dispatches to
 
         return large_window.plan_large_window_op(
             op, input_shape, dtype, layout, direction=direction, with_indices=with_indices, **args

@@ -34,7 +34,8 @@ class Case:
     shape: tuple[int, ...]
     tiny_shape: tuple[int, ...]
     build: Callable[[tuple, str, torch.dtype, str], Built]
-    #: torch's gradient may route ties differently (amax splits them; SPPF: tgpool.sppf.TIE_RULE),
+    #: torch's gradient may route ties differently (amax splits them; SPPF:
+    # tgpool.kernels.sppf.TIE_RULE),
     #: so gradients are compared with the peer only in float32, where random inputs do not tie
     ties_differ: bool = False
     #: whether tgpool's forward is exactly torch's (max), else compared with a tolerance

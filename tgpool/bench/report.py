@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from . import bench_cases
-from .bench_run import NOT_A_TIMING, TGPOOL_PEERS, TORCH_PEERS, Row
+from . import cases as bench_cases
+from .run import NOT_A_TIMING, TGPOOL_PEERS, TORCH_PEERS, Row
 
 SPEEDUP_PEERS = (*TORCH_PEERS, "best")
 COLUMNS = (

@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from . import bench_cases, launch, runtime
+from .. import launch, runtime
+from . import cases as bench_cases
 
 NOT_A_TIMING = "interpreter: not a timing"
 TORCH_PEERS = ("aten", "compile", "compile-max-autotune")

@@ -1,8 +1,9 @@
-"""``tgpool bench``: the benchmark suite (bench_cases.py) against its peers (bench_run.py),
-written as CSV, markdown and PNG (bench_report.py).
+"""``tgpool bench``: the benchmark suite (bench/cases.py) against its peers (bench/run.py),
+written as CSV, markdown and PNG (bench/report.py).
 
-Exit codes as in cli.py: 0 on success, 1 when tgpool's result differs from a peer's or its kernels
-did not run, 2 on usage errors and without a GPU (unless --tiny), with a one-line reason.
+Exit codes as in cli/commands.py: 0 on success, 1 when tgpool's result differs from a peer's or
+its kernels did not run, 2 on usage errors and without a GPU (unless --tiny), with a one-line
+reason.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ NO_GPU = (
 
 
 def add_parser(sub) -> None:
-    from . import bench_cases, bench_run
+    from ..bench import cases as bench_cases
+    from ..bench import run as bench_run
 
     p = sub.add_parser(
         "bench",
@@ -51,7 +53,7 @@ def add_parser(sub) -> None:
 
 
 def _options(args):
-    from .bench_run import Options
+    from ..bench.run import Options
 
     opts = Options(tiny=args.tiny, max_autotune=not args.no_max_autotune)
     if args.tiny and not args.dtype:
@@ -74,7 +76,9 @@ def _reexec_interpreted(argv: list[str]) -> None:
 def _bench(args) -> int:
     import torch
 
-    from . import bench_report, bench_run, runtime
+    from .. import runtime
+    from ..bench import report as bench_report
+    from ..bench import run as bench_run
 
     if args.tiny and not runtime.interpreter_enabled():
         _reexec_interpreted(sys.argv[1:])

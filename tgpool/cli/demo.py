@@ -141,8 +141,8 @@ def resnet_demo(device: str, batch: int = 2, size: int = 18) -> bool:
     float32 rounding), and only the copy launches tgpool kernels. ``size`` 18 leaves the ResNet-D
     shortcuts' ceil_mode windows partial."""
     from tgpool import runtime
-    from tgpool.patching import patch, unpatch
-    from tgpool.resnet_demo import TinyResNet
+    from tgpool.cli.resnet_demo import TinyResNet
+    from tgpool.integrations.patch import patch, unpatch
 
     torch.manual_seed(0)
     original = TinyResNet().to(device)

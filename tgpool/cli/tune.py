@@ -1,7 +1,7 @@
-"""``tgpool tune`` and ``tgpool cache``: the command line of the autotuner (tgpool/tuner.py).
+"""``tgpool tune`` and ``tgpool cache``: the command line of the autotuner (tgpool/tuning/tuner.py).
 
-Exit codes as in cli.py: 0 on success, 2 on usage errors, a missing GPU included, with a one-line
-reason on stderr.
+Exit codes as in cli/commands.py: 0 on success, 2 on usage errors, a missing GPU included, with a
+one-line reason on stderr.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import tune_cache
+from ..tuning import cache as tune_cache
 
 NO_GPU = (
     "tgpool tune: no CUDA GPU (torch.cuda.is_available() is False); tuning times kernels on the "
@@ -59,7 +59,7 @@ class Progress:
 
 
 def _workload(args):
-    from . import tune_workload
+    from ..tuning import workload as tune_workload
 
     if args.model:
         if not args.input_shape:
@@ -77,7 +77,9 @@ def _workload(args):
 def _dry_run(workload) -> int:
     import torch
 
-    from . import launch, tune_workload, tuner
+    from .. import launch
+    from ..tuning import tuner
+    from ..tuning import workload as tune_workload
 
     plans = tune_workload.record_planned(workload)
     device = tuner.cuda_device_info(0) if torch.cuda.is_available() else tuner.NO_GPU
@@ -103,7 +105,8 @@ def _dry_run(workload) -> int:
 def _tune(args) -> int:
     import torch
 
-    from . import tune_workload, tuner
+    from ..tuning import tuner
+    from ..tuning import workload as tune_workload
 
     try:
         workload = _workload(args)

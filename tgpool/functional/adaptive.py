@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import adaptive_ops, autocast_policy, runtime
-from .spec import DTYPES
+from .. import runtime
+from ..ops import adaptive as adaptive_ops
+from ..spec import DTYPES
+from . import autocast as autocast_policy
 
 __all__ = [
     "adaptive_avg_pool1d",

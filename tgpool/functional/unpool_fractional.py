@@ -20,8 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.utils import _pair, _single, _triple
 
-from . import autocast_policy, fractional_ops, runtime, unpool_ops
-from .spec import DTYPES, _strides_like_channels_last, is_channels_last
+from .. import runtime
+from ..ops import fractional as fractional_ops
+from ..ops import unpool as unpool_ops
+from ..spec import DTYPES, _strides_like_channels_last, is_channels_last
+from . import autocast as autocast_policy
 
 __all__ = [
     "max_unpool1d",

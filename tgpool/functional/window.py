@@ -10,7 +10,7 @@ padding max((out - 1) * stride + (k - 1) * dilation + 1 - input, 0) split before
 odd element after; max ignores the padding, avg divides by the number of input elements in the
 window, whatever count_include_pad says; divisor_override still applies). The padding is not
 materialised: the kernels take it as window offsets and mask what lies outside the input.
-lp_pool1d/2d/3d follow torch's composite exactly (see tgpool.lp_ops).
+lp_pool1d/2d/3d follow torch's composite exactly (see tgpool.ops.lp).
 """
 
 from __future__ import annotations
@@ -19,54 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import autocast_policy, lp_ops, ops, padding_reference, runtime
-from .adaptive_functional import (
-    adaptive_avg_pool1d,
-    adaptive_avg_pool2d,
-    adaptive_avg_pool3d,
-    adaptive_max_pool1d,
-    adaptive_max_pool2d,
-    adaptive_max_pool3d,
-)
-from .global_functional import gem, global_avg_pool, global_max_pool, global_pool, ragged_pool
-from .pool_functional_extra import (
-    fractional_max_pool2d,
-    fractional_max_pool3d,
-    max_unpool1d,
-    max_unpool2d,
-    max_unpool3d,
-)
-from .spec import DTYPES, PADDING_STRINGS, WindowPoolSpec, same_padding, window_spec
-from .sppf_functional import sppf
-
-__all__ = [
-    "global_pool",
-    "global_max_pool",
-    "global_avg_pool",
-    "gem",
-    "ragged_pool",
-    "max_pool1d",
-    "max_pool2d",
-    "max_pool3d",
-    "avg_pool1d",
-    "avg_pool2d",
-    "avg_pool3d",
-    "lp_pool1d",
-    "lp_pool2d",
-    "lp_pool3d",
-    "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d",
-    "adaptive_avg_pool3d",
-    "adaptive_max_pool1d",
-    "adaptive_max_pool2d",
-    "adaptive_max_pool3d",
-    "max_unpool1d",
-    "max_unpool2d",
-    "max_unpool3d",
-    "fractional_max_pool2d",
-    "fractional_max_pool3d",
-    "sppf",
-]
+from .. import runtime
+from ..ops import lp as lp_ops
+from ..ops import window as ops
+from ..reference import padding as padding_reference
+from ..spec import DTYPES, PADDING_STRINGS, WindowPoolSpec, same_padding, window_spec
+from . import autocast as autocast_policy
 
 
 def check_input(input: Tensor, op: str, ndim: int) -> bool:
@@ -310,7 +268,7 @@ def _lp_pool(ndim: int, input, norm_type, kernel_size, stride, ceil_mode) -> Ten
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     """1D power-average pooling over (N, C, L) or (C, L), as ``torch.nn.functional.lp_pool1d``
-    (one kernel; semantics and edge cases in tgpool.lp_ops)."""
+    (one kernel; semantics and edge cases in tgpool.ops.lp)."""
     return _lp_pool(1, input, norm_type, kernel_size, stride, ceil_mode)
 
 

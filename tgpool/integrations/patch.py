@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 import torch
 
-from . import nn as tgnn
+from .. import nn as tgnn
 
 __all__ = ["FAMILIES", "TORCH_CLASSES", "TIMM_CLASSES", "PatchReport", "patch", "unpatch"]
 

@@ -7,10 +7,10 @@ and loop over the largest extent (a run-time loop, so a window of any size works
 taps past each lane's own window. The backward is a gather: input position i reads the outputs
 [floor(i * O / I), ceil((i + 1) * O / I)) (the same rule, I and O swapped).
 
-Tensors reach this module checked (adaptive_functional.py) and batched (N, C, *spatial); they are
+Tensors reach this module checked (functional/adaptive.py) and batched (N, C, *spatial); they are
 viewed as (N, C, D, H, W) with every stride passed, so any strided input is read in place. An
 output size of 1 in every dim is global pooling: those calls plan tgpool's global-pool kernels
-(global_kernels.py, which report flat indices too) instead of an adaptive launch.
+(kernels/global_pool.py, which report flat indices too) instead of an adaptive launch.
 """
 
 from __future__ import annotations
@@ -19,16 +19,9 @@ import math
 
 import torch
 
-from . import global_kernels
-from .spec import DTYPES, is_channels_last, output_strides
-from .window_pool import (
-    KernelLaunch,
-    alignment,
-    as_5d,
-    scaled_strides,
-    tiled_launch,
-    with_coordinates,
-)
+from ..spec import DTYPES, is_channels_last, output_strides
+from . import global_pool as global_kernels
+from .common import KernelLaunch, alignment, as_5d, scaled_strides, tiled_launch, with_coordinates
 
 FORWARD = "adaptive_pool_fwd"
 BACKWARD = "adaptive_pool_bwd"
@@ -365,12 +358,12 @@ def plan_adaptive_op(
 ) -> list[KernelLaunch]:
     """The launches of ``op`` ("adaptive_avg_pool2d", "adaptive_max_pool3d", ...) on a batched
     dense input of ``input_shape`` (N, C, *spatial) in ``layout``, planned on meta tensors for
-    ahead-of-time compilation (tgpool/aot.py): "fwd" the forward; "bwd" what autograd runs for
-    the input gradient (for max without saved indices: the forward that recomputes them, then
+    ahead-of-time compilation (tgpool/aot/compiler.py): "fwd" the forward; "bwd" what autograd runs
+    for the input gradient (for max without saved indices: the forward that recomputes them, then
     the gather); "double_bwd" the gradient of the backward (index_gather for max, the forward
     for avg)."""
-    from .aot_plan import meta_tensor
-    from .window_pool import plan_index_gather
+    from ..spec import meta_tensor
+    from .window import plan_index_gather
 
     reduction, ndim = op.removeprefix("adaptive_")[:3], int(op[-2])
     if op != f"adaptive_{reduction}_pool{ndim}d" or reduction not in ("max", "avg"):

@@ -24,8 +24,8 @@ from functools import lru_cache
 
 import torch
 
-from .spec import DTYPES
-from .window_pool import (
+from ..spec import DTYPES
+from .common import (
     INNER_DIM,
     KernelLaunch,
     alignment,
@@ -253,7 +253,7 @@ def plan_fractional_op(
     gather of the input gradient (the backward's double backward is ops.index_gather's)."""
     from torch.nn.modules.utils import _ntuple
 
-    from .aot_plan import meta_tensor
+    from ..spec import meta_tensor
 
     ndim = int(op.removeprefix("fractional_max_pool").removesuffix("d"))
     expand = _ntuple(ndim)

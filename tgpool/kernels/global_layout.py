@@ -1,7 +1,7 @@
 """Global pooling's view of its tensors and its kernel variants.
 
-Every input is read as a (B, S, C) strided view (see global_kernels.py): ``canonical`` gives its
-sizes and strides, ``tile_of``/``flat_rows`` the tile that follows its contiguous axis,
+Every input is read as a (B, S, C) strided view (see kernels/global_pool.py): ``canonical`` gives
+its sizes and strides, ``tile_of``/``flat_rows`` the tile that follows its contiguous axis,
 ``alignment`` what Triton may assume about it, and ``context`` the render context of a variant.
 """
 
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from . import launch
+from .. import launch
 
 #: rows up to this many positions may use the "flat" tile (see flat_rows)
 MAX_FLAT_ROW = 256

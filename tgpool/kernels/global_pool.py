@@ -2,8 +2,8 @@
 
 Every input is read in place as a (B, S, C) strided view: B rows, each reducing S positions, per
 channel. Dense (N, C, *spatial) and (N, *spatial, C) inputs give B = N and S = the product of the
-spatial sizes (their spatial dims must collapse to one stride: functional.py copies those that
-do not); packed (T, C) values give one row per segment, positions offsets[b]:offsets[b+1].
+spatial sizes (their spatial dims must collapse to one stride: functional/window.py copies those
+that do not); packed (T, C) values give one row per segment, positions offsets[b]:offsets[b+1].
 
 Tiles follow the contiguous axis: "rows" (positions contiguous, e.g. NCHW) loads BLOCK_C x
 BLOCK_S with wide loads along each row; "channels" (channels contiguous: channels_last, packed
@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from .global_layout import (  # noqa: F401  (empty_outputs & co.: used by global_ops)
+from ..launch import next_pow2
+from .common import KernelLaunch
+from .global_layout import (
     _mask_view,
     _scaled,
     _scaled_strides,
@@ -33,8 +35,6 @@ from .global_layout import (  # noqa: F401  (empty_outputs & co.: used by global
     row_counts,
     tile_of,
 )
-from .launch import next_pow2
-from .window_pool import KernelLaunch
 
 FORWARD = "global_pool_fwd"
 COMBINE = "global_pool_combine"
@@ -301,7 +301,7 @@ def plan_global_op(
 ) -> list[KernelLaunch]:
     """The launches of ``global_pool`` (input_shape in ``layout``'s order, dense) or
     ``ragged_pool`` (input_shape (total_tokens, C), ``segments`` rows) on meta tensors, for
-    ahead-of-time compilation (tgpool/aot.py): "fwd" is the forward (one launch, or two for
+    ahead-of-time compilation (tgpool/aot/compiler.py): "fwd" is the forward (one launch, or two for
     split rows), "bwd" the input gradient."""
     kernel = {"avgmax": "avg+max", "catavgmax": "avg+max"}.get(reduction, reduction)
     x = torch.empty(tuple(input_shape), dtype=dtype, device="meta")

@@ -35,15 +35,9 @@ import math
 import torch
 import triton
 
-from .spec import CHANNELS_LAST, WindowPoolSpec, output_strides
-from .window_pool import (
-    MAX_UNROLLED_TAPS,
-    KernelLaunch,
-    as_5d,
-    empty_like_input,
-    empty_output,
-    with_coordinates,
-)
+from ..spec import CHANNELS_LAST, WindowPoolSpec, output_strides
+from .common import KernelLaunch, as_5d, empty_like_input, empty_output, with_coordinates
+from .window_context import MAX_UNROLLED_TAPS
 
 FORWARD = "large_window_fwd"
 BACKWARD = "large_window_bwd"
@@ -333,7 +327,7 @@ def plan_large_window_op(
     """The launches of this path for ``op`` ("max_pool2d", "avg_pool3d", ...) on a meta input
     (aot.plan_window_op's signature): "fwd" the passes of the forward, "bwd" the gather passes
     (after the forward that writes the indices for max)."""
-    from .aot import meta_tensor, op_spec
+    from ..spec import meta_tensor, op_spec
 
     spec = op_spec(op, **window)
     x = meta_tensor(input_shape, dtype, layout == "channels_last")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import triton
 
-from .spec import CHANNELS_LAST, DTYPES, layout_of, output_strides
-from .window_pool import KernelLaunch
+from ..spec import CHANNELS_LAST, DTYPES, layout_of, output_strides
+from .common import KernelLaunch
 
 FORWARD = "sppf_fwd"
 BACKWARD = "sppf_bwd"
@@ -46,7 +46,7 @@ def index_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
-    from .spec import is_channels_last as cl
+    from ..spec import is_channels_last as cl
 
     return cl(x, 2)
 

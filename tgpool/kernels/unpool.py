@@ -1,6 +1,7 @@
 """max_unpool: render context -> generated kernels -> launch configs -> launches.
 
-Tensors reach this module checked (see pool_functional_extra.py) and batched (N, C, *spatial).
+Tensors reach this module checked (see functional/unpool_fractional.py) and batched (N, C,
+*spatial).
 The kernels see values, indices and outputs as (N, C, P) views with the spatial dims flattened
 (P positions), so 1D, 2D and 3D share one kernel per tile; every stride is passed, so
 channels-last and other strided inputs are read in place (spatial dims that cannot be viewed
@@ -24,9 +25,9 @@ import math
 
 import torch
 
-from . import launch
-from .spec import DTYPES, output_strides
-from .window_pool import KernelLaunch, coord_type, scaled_strides, tiled_launch, used_stride
+from .. import launch
+from ..spec import DTYPES, output_strides
+from .common import KernelLaunch, coord_type, scaled_strides, tiled_launch, used_stride
 
 FORWARD = "max_unpool_fwd"
 BACKWARD = "max_unpool_bwd"
@@ -235,7 +236,7 @@ def plan_unpool_op(
     "bwd" the gather of the input gradient, "double_bwd" the unpooling of a gradient."""
     from torch.nn.modules.utils import _ntuple
 
-    from .aot_plan import meta_tensor
+    from ..spec import meta_tensor
 
     ndim = int(op.removeprefix("max_unpool").removesuffix("d"))
     expand = _ntuple(ndim)

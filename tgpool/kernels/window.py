@@ -1,20 +1,33 @@
 """Window pooling: spec -> render context -> generated kernel -> launch config -> launch.
 
-Tensors reach this module already checked (see functional.py) and batched (N, C, *spatial). The
-kernels see every tensor as 5-D (N, C, D, H, W); 1-D and 2-D pools get neutral leading dims by
+Tensors reach this module already checked (see functional/window.py) and batched (N, C, *spatial).
+The kernels see every tensor as 5-D (N, C, D, H, W); 1-D and 2-D pools get neutral leading dims by
 views, never copies, and every stride is passed explicitly, so any strided input is read in place.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-
 import torch
 import triton
 
-from . import codegen, launch, runtime
-from .spec import CHANNELS_LAST, WindowPoolSpec, is_channels_last, output_strides
+from ..spec import CHANNELS_LAST, WindowPoolSpec
+from . import large_window
+from .common import (  # noqa: F401  (window_pool.<name>: launchers, aot, tests)
+    INNER_DIM,
+    KernelLaunch,
+    alignment,
+    as_5d,
+    coord_type,
+    empty_like_input,
+    empty_output,
+    generated,
+    returns_channels_last,
+    scaled_strides,
+    spatial_sizes,
+    tiled_launch,
+    used_stride,
+    with_coordinates,
+)
 from .window_context import (  # noqa: F401  (window_pool.<name>: launchers, aot, tests)
     MAX_UNROLLED_TAPS,
     SEGMENT_STRIDES,
@@ -28,154 +41,6 @@ from .window_context import (  # noqa: F401  (window_pool.<name>: launchers, aot
 FORWARD = "window_pool_fwd"
 BACKWARD = "window_pool_bwd"
 INDEX_GATHER = "index_gather"
-
-# --- alignment ------------------------------------------------------------------------------------
-#
-# Triton vectorises an access only when it can prove the offsets are multiples of the vector width,
-# and on its own it only recognises integer arguments that are multiples of 16. A 56-wide fp16 row
-# (a multiple of 8) would get scalar loads. So the launcher passes each stride and the contiguous
-# extent divided by the largest power of two that divides them (up to 16 bytes), and the kernel
-# multiplies them back by that constexpr: the products are then known multiples of it.
-
-#: the contiguous dim of the 5-D view (N, C, D, H, W) for each tile
-INNER_DIM = {"rows": 4, "channels": 1}
-
-
-def alignment(t5: torch.Tensor, inner_dim: int, extent: int) -> int:
-    """Largest power-of-two element count, at most launch.VECTOR_BYTES, dividing ``t5``'s address,
-    every stride but the contiguous ``inner_dim``'s (which must be 1), and ``extent``."""
-    vector_bytes = launch.VECTOR_BYTES
-    if t5.stride(inner_dim) != 1 or (t5.device.type != "meta" and t5.data_ptr() % vector_bytes):
-        return 1
-    values = [used_stride(t5, d) for d in range(t5.dim()) if d != inner_dim] + [extent]
-    a = vector_bytes // t5.element_size()
-    while a > 1 and any(v % a for v in values):
-        a //= 2
-    return a
-
-
-def used_stride(t: torch.Tensor, d: int) -> int:
-    """``t``'s stride along ``d``, 0 for a size-1 dim (its stride is never used)."""
-    return 0 if t.shape[d] == 1 else t.stride(d)
-
-
-def scaled_strides(t5: torch.Tensor, inner_dim: int, a: int) -> tuple[int, ...]:
-    """``t5``'s strides as the kernel takes them: divided by ``a``, except the contiguous one."""
-    return tuple(
-        used_stride(t5, d) if d == inner_dim else used_stride(t5, d) // a for d in range(t5.dim())
-    )
-
-
-def coord_type(extent: int) -> str:
-    """Decompose flat tile coordinates in int32 (int64 division is a slow subroutine on GPUs)
-    unless the flattened extent could overflow it."""
-    return "tl.int32" if extent < 2**31 - 2**20 else "tl.int64"
-
-
-def with_coordinates(ctx: dict, extent: int) -> dict:
-    """``ctx`` with its ``coord`` type for ``extent`` (see coord_type)."""
-    return {**ctx, "coord": coord_type(extent)}
-
-
-def generated(family: str, ctx: dict):
-    """(kernel, source path) for a render context."""
-    module = codegen.load(family, ctx)
-    return getattr(module, ctx["kernel_name"]), module.__file__
-
-
-# --- shapes ---------------------------------------------------------------------------------------
-
-
-def as_5d(t: torch.Tensor) -> torch.Tensor:
-    """(N, C, *spatial) -> (N, C, D, H, W) view with size-1 leading spatial dims."""
-    while t.dim() < 5:
-        t = t.unsqueeze(2)
-    return t
-
-
-def returns_channels_last(x: torch.Tensor, reduction: str, ndim: int) -> bool:
-    """Whether torch returns the output (and the input gradient) of this pool channels-last for
-    batched ``x``: when ``x`` is, except for avg_pool3d, which is always contiguous.
-    ``reduction``: a spec's ``kind`` (lp's output is its avg_pool's or, for +-inf, max_pool's;
-    lp's gradient always has the input's layout)."""
-    return is_channels_last(x, ndim) and not (reduction == "avg" and ndim == 3)
-
-
-def empty_output(x: torch.Tensor, spec: WindowPoolSpec, dtype=None) -> torch.Tensor:
-    """Output for batched ``x`` in the memory format torch returns."""
-    shape = (*x.shape[:2], *spec.output_size(x.shape[2:]))
-    strides = output_strides(shape, returns_channels_last(x, spec.kind, spec.ndim))
-    return torch.empty_strided(shape, strides, dtype=dtype or x.dtype, device=x.device)
-
-
-def empty_like_input(shape, channels_last: bool, like: torch.Tensor) -> torch.Tensor:
-    """A dense gradient of the input's shape, channels-last when the input was."""
-    strides = output_strides(shape, channels_last)
-    return torch.empty_strided(tuple(shape), strides, dtype=like.dtype, device=like.device)
-
-
-def _sizes(t5: torch.Tensor) -> tuple:
-    return tuple(t5.shape[2:])
-
-
-# --- launches -------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelLaunch:
-    """One kernel launch, fully determined by the tensors it was planned from: the render
-    context, the exact kernel argument tuple, and the problem the launch config is chosen for.
-
-    The plan_* functions below build it from real tensors for a launch, or from meta tensors of
-    the same shapes, strides and dtypes for ahead-of-time inspection (tgpool/aot.py), so the
-    compiled specialisation is the one a real launch gets.
-    """
-
-    family: str
-    ctx: dict
-    variant: object  # what launch.config_for keys on: the spec, or a variant string
-    args: tuple
-    problem: dict
-    grid: Callable[[launch.LaunchConfig], tuple]
-    meta: Callable[[launch.LaunchConfig], dict]
-
-    def kernel(self):
-        """(kernel, source path) of the generated kernel."""
-        return generated(self.family, self.ctx)
-
-    def config(self) -> launch.LaunchConfig:
-        # plan=self: the tuner may re-run this launch with other configs (launch.current_plan)
-        return launch.config_for(self.family, self.variant, self.problem, plan=self)
-
-    def run(self) -> None:
-        kernel, source = self.kernel()
-        config = self.config()
-        runtime.launch(
-            kernel,
-            self.grid(config),
-            self.args,
-            meta=self.meta(config),
-            num_warps=config.num_warps,
-            num_stages=config.num_stages,
-            variant=getattr(self.variant, "describe", lambda: self.variant)(),
-            source=source,
-            config=config,
-        )
-
-
-def tiled_launch(family, ctx, variant, args, problem, block_names) -> KernelLaunch:
-    """A launch over a 2-D grid of tiles: ``problem["outer"]`` by ``problem["inner"]`` in blocks
-    of the config's block_outer x block_inner, passed as the kernel's ``block_names``."""
-    outer, inner = problem["outer"], problem["inner"]
-    return KernelLaunch(
-        family,
-        ctx,
-        variant,
-        args,
-        problem,
-        grid=lambda cfg: (triton.cdiv(outer, cfg.block_outer), triton.cdiv(inner, cfg.block_inner)),
-        meta=lambda cfg: {block_names[0]: cfg.block_outer, block_names[1]: cfg.block_inner},
-    )
 
 
 def _window_launch(family, ctx, spec, args, problem) -> KernelLaunch:
@@ -198,8 +63,8 @@ def plan_forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
         return out, idx, None
     x5, o5 = as_5d(x), as_5d(out)
     N, C = x5.shape[:2]
-    ID, IH, IW = _sizes(x5)
-    OD, OH, OW = _sizes(o5)
+    ID, IH, IW = spatial_sizes(x5)
+    OD, OH, OW = spatial_sizes(o5)
     tile = "channels" if spec.layout == CHANNELS_LAST else "rows"
     inner_dim = INNER_DIM[tile]
     if tile == "rows":
@@ -239,8 +104,6 @@ def takes_large_window_path(spec: WindowPoolSpec) -> bool:
     axes) run its separable passes; lp and asymmetric ('same') padding stay on these kernels."""
     if spec.reduction not in ("max", "avg") or spec.padding_end is not None:
         return False
-    from . import large_window  # imports this module: imported when first needed
-
     return large_window.prefer(spec)
 
 
@@ -248,8 +111,6 @@ def forward(x: torch.Tensor, spec: WindowPoolSpec, with_indices: bool):
     """Pool batched ``x``; returns (out, indices) with indices empty unless asked for. For lp,
     ``with_indices`` asks for the backward's state instead (see state_dtype)."""
     if takes_large_window_path(spec):
-        from . import large_window
-
         return large_window.forward(x, spec, with_indices)
     out, idx, kernel_launch = plan_forward(x, spec, with_indices)
     if kernel_launch is not None:
@@ -275,7 +136,7 @@ def plan_backward(
     k5 = as_5d(indices) if indices is not None else g5
     x5 = (as_5d(x),) if spec.reduction == "lp" else ()
     N, C = i5.shape[:2]
-    ID, IH, IW = _sizes(i5)
+    ID, IH, IW = spatial_sizes(i5)
     tile = "channels" if spec.layout == CHANNELS_LAST else "rows"
     inner_dim = INNER_DIM[tile]
     if tile == "rows":  # grad_out is gathered along W: only grad_in's stores can be vectorised
@@ -297,7 +158,7 @@ def plan_backward(
         grad_in,
         *x5,
         *sizes,
-        *_sizes(g5),
+        *spatial_sizes(g5),
         outer,
         *scaled_strides(g5, inner_dim, a_out),
         *scaled_strides(k5, inner_dim, a_out),
@@ -319,8 +180,6 @@ def backward(
     """Gradient of the batched input, gathered from grad_out (and the argmax for max; lp: its
     forward state and the input ``x``)."""
     if takes_large_window_path(spec):
-        from . import large_window
-
         return large_window.backward(grad_out, indices, input_shape, channels_last, spec)
     grad_in, kernel_launch = plan_backward(grad_out, indices, input_shape, channels_last, spec, x)
     if kernel_launch is not None:
@@ -343,8 +202,8 @@ def plan_index_gather(src: torch.Tensor, indices: torch.Tensor):
         k5,
         o5,
         s5.shape[1],
-        *_sizes(s5),
-        *_sizes(k5),
+        *spatial_sizes(s5),
+        *spatial_sizes(k5),
         n_out,
         *s5.stride(),
         *k5.stride(),

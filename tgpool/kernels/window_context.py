@@ -2,7 +2,7 @@
 templates/window_pool_fwd and window_pool_bwd (window constants, tile, lp's exponents, W taps
 selected from one loaded segment), and the dtype of the state the forward keeps for lp / max.
 
-window_pool.py (the launcher) adds the alignments and coordinates it measures on the tensors.
+kernels/window.py (the launcher) adds the alignments and coordinates it measures on the tensors.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .spec import CHANNELS_LAST, WindowPoolSpec
+from ..spec import CHANNELS_LAST, WindowPoolSpec
 
 #: windows with more taps than this loop at run time instead of being unrolled
 MAX_UNROLLED_TAPS = 64

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import adaptive_functional as F
+from ..functional import adaptive as F
 
 __all__ = [
     "AdaptiveAvgPool1d",

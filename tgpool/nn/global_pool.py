@@ -1,4 +1,4 @@
-"""Global pooling modules on ``tgpool.global_functional``, in two dialects.
+"""Global pooling modules on ``tgpool.functional.global_pooling``, in two dialects.
 
 Keras 3's layers (``GlobalMaxPooling1D`` .. ``GlobalAveragePooling3D``): Keras's constructor
 (``data_format=None`` = "channels_last", ``keepdims``, a layer's ``name``/``dtype``/... keywords),
@@ -27,8 +27,8 @@ import math
 import torch
 from torch import Tensor
 
-from . import global_functional as GF
-from .keras_compat import DATA_FORMATS, KerasLayer, join_shape, keras_data_format, split_shape
+from ..functional import global_pooling as GF
+from .keras_args import DATA_FORMATS, KerasLayer, join_shape, keras_data_format, split_shape
 
 __all__ = [
     "GlobalMaxPooling1D",

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from . import functional as F
-from .keras_compat import (
+from ..functional import window as F
+from .keras_args import (
     KerasLayer,
     join_shape,
     keras_data_format,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .sppf_functional import sppf
+from ..functional.sppf_pooling import sppf
 
 
 class SPPFPool(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import pool_functional_extra as F
+from ..functional import unpool_fractional as F
 
 __all__ = [
     "MaxUnpool1d",

@@ -1,9 +1,9 @@
 """The adaptive-pooling custom ops: Triton kernels behind torch.library, with fake and autograd.
 
 Each op takes a batched (N, C, *spatial) tensor and an output size already checked by
-adaptive_functional.py. ``register_fake`` allocates outputs with the same shapes and strides as
+functional/adaptive.py. ``register_fake`` allocates outputs with the same shapes and strides as
 the real ones (adaptive_pool.empty_outputs / empty_grad serve both). An output size of 1 in every
-dim runs tgpool's global-pool kernels inside the same ops (see adaptive_pool.py).
+dim runs tgpool's global-pool kernels inside the same ops (see kernels/adaptive.py).
 
 Autograd graph:
     adaptive_max_pool -> adaptive_max_pool_backward (gather by argmax) -> index_gather
@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import adaptive_pool as launcher
-from .ops import _require_triton, index_gather
+from ..kernels import adaptive as launcher
+from .window import _require_triton, index_gather
 
 # --- max pooling ----------------------------------------------------------------------------------
 

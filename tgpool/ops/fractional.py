@@ -1,7 +1,7 @@
 """The ``tgpool::fractional_max_pool`` custom ops: Triton kernels behind torch.library.
 
-Both take batched (N, C, *spatial) tensors already checked by pool_functional_extra.py and the
-per-plane samples (N', C, ndim) in the input's dtype; ``register_fake`` builds outputs with the
+Both take batched (N, C, *spatial) tensors already checked by functional/unpool_fractional.py and
+the per-plane samples (N', C, ndim) in the input's dtype; ``register_fake`` builds outputs with the
 real ones' shapes and strides (shared helpers).
 
 Autograd graph:
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import fractional_pool
-from .ops import _require_triton, index_gather
+from ..kernels import fractional as fractional_pool
+from .window import _require_triton, index_gather
 
 
 @torch.library.custom_op("tgpool::fractional_max_pool", mutates_args=())

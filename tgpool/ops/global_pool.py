@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import global_kernels as launcher
-from .ops import _require_triton
+from ..kernels import global_pool as launcher
+from .window import _require_triton
 
 
 @torch.library.custom_op("tgpool::global_pool", mutates_args=())

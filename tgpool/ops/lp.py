@@ -29,9 +29,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import window_pool
-from .ops import _require_triton
-from .spec import WindowPoolSpec, window_spec
+from ..kernels import window as window_pool
+from ..spec import WindowPoolSpec, is_channels_last, window_spec
+from .window import _require_triton
 
 
 def lp_spec(norm_type: float, kernel_size, stride, ceil_mode: bool) -> WindowPoolSpec:
@@ -105,7 +105,7 @@ def lp_pool_backward(
 
 
 def _grad_channels_last(x: Tensor, spec: WindowPoolSpec) -> bool:
-    return window_pool.is_channels_last(x, spec.ndim)
+    return is_channels_last(x, spec.ndim)
 
 
 @lp_pool_backward.register_fake

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import sppf as launcher
-from .ops import _require_triton
+from ..kernels import sppf as launcher
+from .window import _require_triton
 
 
 @torch.library.custom_op("tgpool::sppf", mutates_args=())

@@ -1,6 +1,6 @@
 """The ``tgpool::max_unpool`` custom ops: Triton kernels behind torch.library, fake and autograd.
 
-Each op takes batched (N, C, *spatial) tensors already checked by pool_functional_extra.py;
+Each op takes batched (N, C, *spatial) tensors already checked by functional/unpool_fractional.py;
 ``register_fake`` builds outputs with the real ones' shapes and strides (shared helpers).
 
 Autograd graph (unpooling is linear in its input):
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import unpool
-from .ops import _require_triton
+from ..kernels import unpool
+from .window import _require_triton
 
 
 @torch.library.custom_op("tgpool::max_unpool", mutates_args=())

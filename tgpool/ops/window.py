@@ -1,10 +1,10 @@
 """The ``tgpool::`` custom ops: Triton kernels behind torch.library, with fake and autograd.
 
 Each op takes a batched (N, C, *spatial) tensor and torch-style window arguments already checked
-by functional.py. ``padding`` holds one value per spatial dim (torch's symmetric padding) or two
-(before..., after...): the asymmetric padding of ``padding="same"``. ``register_fake`` builds
+by functional/window.py. ``padding`` holds one value per spatial dim (torch's symmetric padding) or
+two (before..., after...): the asymmetric padding of ``padding="same"``. ``register_fake`` builds
 outputs with the same shapes and strides as the real ones (one helper serves both), so
-torch.compile and torch.export trace them exactly. lp pooling's ops are in lp_ops.py.
+torch.compile and torch.export trace them exactly. lp pooling's ops are in ops/lp.py.
 
 Autograd graph:
     max_pool          -> max_pool_backward  (gather by argmax) -> index_gather (double backward)
@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import runtime, window_pool
-from .spec import WindowPoolSpec, window_spec
+from .. import runtime
+from ..kernels import window as window_pool
+from ..spec import WindowPoolSpec, window_spec
 
 
 def _require_triton(op: str, *tensors: Tensor) -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .spec import WindowPoolSpec
+from ..spec import WindowPoolSpec
 
 
 def _pad_arg(spec: WindowPoolSpec) -> list[int]:

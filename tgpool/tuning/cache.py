@@ -32,9 +32,9 @@ import math
 import re
 from pathlib import Path
 
-from .cache_io import warn_once, write_atomic
-from .launch import LaunchConfig
-from .resources import autotune_cache_dir, user_cache_dir
+from ..cache_io import warn_once, write_atomic
+from ..launch import LaunchConfig
+from ..resources import autotune_cache_dir, user_cache_dir
 
 KIND = "tgpool-autotune"
 FORMAT = 1

@@ -2,7 +2,8 @@
 
 Ranks of one job must launch with the same configs (a config changes nothing numerically here, but
 per-rank timings would differ, and configs that differ by rank make performance bugs that no single
-rank reproduces). So when ``torch.distributed`` is initialised, ``Tuner.ensure`` (tgpool/tuner.py)
+rank reproduces). So when ``torch.distributed`` is initialised, ``Tuner.ensure``
+(tgpool/tuning/tuner.py)
 runs this protocol, a collective that every rank enters with the same launches (as any collective
 in SPMD code):
 

@@ -33,9 +33,10 @@ from collections.abc import Callable
 import torch
 import triton
 
-from . import codegen, launch, tune_dist
-from .launch import LaunchConfig
-from .tune_cache import Store, TuneKey, entry_timings, make_entry
+from .. import codegen, launch
+from ..launch import LaunchConfig
+from . import distributed as tune_dist
+from .cache import Store, TuneKey, entry_timings, make_entry
 
 #: configs within this fraction of the fastest time tie (then the heuristic, or the simplest, wins)
 NOISE = 0.03
@@ -376,6 +377,12 @@ def provide(family: str, variant, problem: dict, plan=None) -> LaunchConfig | No
         return None
     _memo[memo_key] = config
     return config
+
+
+def cached_config(family: str, variant, problem: dict) -> LaunchConfig | None:
+    """The provider tgpool.tuning registers with launch.py: ``provide`` for the launch being
+    planned (``launch.current_plan()``)."""
+    return provide(family, variant, problem, launch.current_plan())
 
 
 def launch_device(plan) -> DeviceInfo | None:

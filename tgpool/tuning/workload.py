@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import launch, runtime
+from .. import launch, runtime
 
 LAYOUTS = ("contiguous", "channels_last")
 CALL_KEYS = ("op", "input_shape", "dtype", "layout", "backward")

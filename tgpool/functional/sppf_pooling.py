@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import runtime, sppf_ops
-from .spec import DTYPES
+from .. import runtime
+from ..ops import sppf as sppf_ops
+from ..spec import DTYPES
 
 __all__ = ["sppf", "sppf_reference"]
 
@@ -59,7 +60,7 @@ def sppf(input: Tensor, kernel_size: int = 5) -> Tensor:
     the same pool of ``y1`` and ``y2``: (N, C, H, W) -> (N, 4C, H, W), in one kernel.
 
     Values equal torch's composition; gradients too, except where a (2k-1)^2 or (3k-2)^2 window
-    holds its maximum at several positions (see tgpool.sppf.TIE_RULE)."""
+    holds its maximum at several positions (see tgpool.kernels.sppf.TIE_RULE)."""
     check(input, kernel_size)
     if not runtime.uses_triton(input):
         return sppf_reference(input, kernel_size)

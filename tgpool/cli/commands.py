@@ -1,5 +1,5 @@
-"""The ``tgpool`` command line: demo, codegen, inspect, list, (cli_tune.py) tune and cache, and
-(cli_bench.py) bench.
+"""The ``tgpool`` command line: demo, codegen, inspect, list, (cli/tune.py) tune and cache, and
+(cli/bench.py) bench.
 
 Exit codes: 0 on success, 1 when a check fails (``inspect --fail-on-spill`` finding a spill), 2 on
 usage errors (argparse's convention) and where a needed GPU is missing, with a one-line reason.
@@ -33,8 +33,9 @@ def _ints(text: str) -> tuple[int, ...] | int:
 def _codegen(args) -> int:
     import dataclasses
 
-    from . import codegen, window_pool
-    from .spec import CHANNELS_FIRST, CHANNELS_LAST, DTYPES, window_spec
+    from .. import codegen
+    from ..kernels import window as window_pool
+    from ..spec import CHANNELS_FIRST, CHANNELS_LAST, DTYPES, window_spec
 
     reduction, ndim = args.op[:3], int(args.op[-2])
     if args.dtype not in DTYPES.values():
@@ -152,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_list)
 
-    from . import cli_bench, cli_tune
+    from . import bench as cli_bench
+    from . import tune as cli_tune
 
     cli_tune.add_parsers(sub)
     cli_bench.add_parser(sub)
@@ -183,7 +185,7 @@ def _window_options(p, *, kernel_required: bool, dtype: str) -> None:
 
 def _inspect_calls(args) -> list[dict]:
     """aot.inspect_op calls for ``tgpool inspect``'s arguments (ValueError: a usage error)."""
-    from .families import FAMILIES
+    from ..aot.families import FAMILIES
 
     if args.op is None:
         examples = [dict(f.example) for f in FAMILIES.values()]
@@ -250,14 +252,14 @@ def _inspect(args) -> int:
     try:
         calls = _inspect_calls(args)
         if args.op is not None and args.op not in GLOBAL_OPS:  # check the window first
-            from . import aot
+            from .. import aot
 
             window = {k: v for k, v in calls[0].items() if k in _WINDOW_KEYS}
             aot.op_spec(args.op, **window)
     except (ValueError, TypeError, RuntimeError) as e:
         print(f"tgpool inspect: {e}", file=sys.stderr)
         return 2
-    from . import aot
+    from .. import aot
 
     results = aot.inspect_many(calls, return_exceptions=True)
     failed = [r for r in results if isinstance(r, Exception)]
@@ -286,7 +288,7 @@ _WINDOW_KEYS = (
 
 
 def _list(args) -> int:
-    from .families import FAMILIES, ops
+    from ..aot.families import FAMILIES, ops
 
     print("ops:")
     for op in ops():

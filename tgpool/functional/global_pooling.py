@@ -5,8 +5,8 @@
     gem(x, p=torch.tensor([3.0], requires_grad=True))      # generalized mean, learnable p
     ragged_pool(values, offsets, "max")                    # packed (T, C) segments -> (B, C)
 
-Semantics of every reduction, of masks and of empty rows: see global_reference.py. Every call is
-checked here, before any kernel is generated or launched; tensors on which Triton runs (CUDA, CPU
+Semantics of every reduction, of masks and of empty rows: see reference/global_pool.py. Every call
+is checked here, before any kernel is generated or launched; tensors on which Triton runs (CUDA, CPU
 under ``TRITON_INTERPRET=1``) go to the ``tgpool::global_pool`` custom op, others to the
 pure-torch reference.
 """
@@ -18,9 +18,12 @@ import math
 import torch
 from torch import Tensor
 
-from . import autocast_policy, global_ops, global_reference, runtime
-from .global_layout import collapses
-from .spec import DTYPES
+from .. import runtime
+from ..kernels.global_layout import collapses
+from ..ops import global_pool as global_ops
+from ..reference import global_pool as global_reference
+from ..spec import DTYPES
+from . import autocast as autocast_policy
 
 __all__ = ["global_pool", "global_max_pool", "global_avg_pool", "gem", "ragged_pool"]
 
