@@ -130,6 +130,12 @@ def _import(path: Path) -> ModuleType:
 _loaded: dict[tuple[str, str], ModuleType] = {}
 
 
+def loaded_generation() -> int:
+    """Changes when the in-process module cache is replaced (as a new process would start):
+    part of every launch plan's key (tgpool/plans.py), so a plan never outlives its kernels."""
+    return id(_loaded)
+
+
 def load(family: str, context: dict) -> ModuleType:
     """The imported generated module of ``family`` for ``context`` (JSON-able render values)."""
     key = (family, json.dumps(context, sort_keys=True))

@@ -61,10 +61,38 @@ _provider: Provider | None = None  # tgpool.tuning installs the tuner's cache lo
 _plan: contextvars.ContextVar = contextvars.ContextVar("tgpool_plan", default=None)
 
 
+_epoch = 0
+_volatile = 0
+
+
 def set_provider(provider: Provider | None) -> None:
     """Install (or with None, remove) the function consulted before the heuristic."""
     global _provider
     _provider = provider
+    configs_changed()
+
+
+def configs_changed() -> None:
+    """Say that a config may have changed (a tuned config stored, a cache cleared, the provider
+    replaced): launch plans made before (tgpool/plans.py) are not used again."""
+    global _epoch
+    _epoch += 1
+
+
+def config_epoch() -> int:
+    """Changes whenever ``configs_changed`` is called: part of every launch plan's key."""
+    return _epoch
+
+
+def volatile() -> None:
+    """Say that the config just chosen holds for this launch only (tuning was deferred): the call
+    being planned must not be replayed from a plan."""
+    global _volatile
+    _volatile += 1
+
+
+def volatile_count() -> int:
+    return _volatile
 
 
 def get_provider() -> Provider | None:

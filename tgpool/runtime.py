@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 from collections import Counter
 
@@ -21,17 +22,66 @@ import torch
 
 launch_counts: Counter = Counter()
 _records: list | None = None
+_stubbed = 0
+_thread = threading.local()
+
+#: the environment variables that change what tgpool plans and launches (a launch plan's key
+#: holds their values: tgpool/plans.py)
+SETTINGS = (
+    "TRITON_INTERPRET",
+    "TGPOOL_AUTOTUNE",
+    "TGPOOL_CACHE_DIR",
+    "TGPOOL_DIRECT_LAUNCH",
+    "XDG_CACHE_HOME",
+)
+_TRUE = ("1", "true", "on", "yes")
+# os.environ keeps its encoded variables in a dict: reading it directly costs tens of
+# nanoseconds where os.environ.get costs about a microsecond (it encodes the key every time)
+_env = getattr(os.environ, "_data", None)
+_encode = getattr(os.environ, "encodekey", None)
+if not isinstance(_env, dict) or _encode is None:
+    _env = None
+_KEYS = tuple(_encode(k) for k in SETTINGS) if _env is not None else ()
+
+
+def settings() -> tuple:
+    """The values of ``SETTINGS`` now (raw, None when unset), in that order."""
+    if _env is not None:
+        get = _env.get
+        return tuple(get(k) for k in _KEYS)
+    return tuple(os.environ.get(k) for k in SETTINGS)
+
+
+def _setting(name: str):
+    if _env is not None and not torch.compiler.is_compiling():
+        value = _env.get(_encode(name))
+        return None if value is None else os.fsdecode(value)
+    return os.environ.get(name)
+
+
+def flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1 / true / on / yes."""
+    value = _setting(name)
+    return value is not None and value.lower() in _TRUE
+
+
+_INTERPRET = _encode("TRITON_INTERPRET") if _env is not None else None
+_TRUE_BYTES = tuple(v.encode() for v in _TRUE)
 
 
 def interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    """Whether TRITON_INTERPRET is on (read on every call: tests and tools switch it)."""
+    if _env is not None and not torch.compiler.is_compiling():  # Dynamo traces os.environ
+        value = _env.get(_INTERPRET)
+        return value is not None and value.lower() in _TRUE_BYTES
+    return flag("TRITON_INTERPRET")
 
 
 def uses_triton(x: torch.Tensor) -> bool:
     """Whether tgpool runs its generated kernels for a tensor on ``x``'s device."""
-    if x.device.type == "cuda":
+    if x.is_cuda:
         return True
-    return x.device.type == "cpu" and interpreter_enabled()
+    return x.is_cpu and interpreter_enabled()
 
 
 @dataclasses.dataclass
@@ -57,20 +107,85 @@ def recording():
             outer.extend(collected)
 
 
+@contextlib.contextmanager
+def launches_stubbed():
+    """Inside the block, launches are counted, recorded and planned as usual, but no kernel runs:
+    what is left is tgpool's own host work per call (``tgpool bench --overhead``)."""
+    global _stubbed
+    _stubbed += 1
+    try:
+        yield
+    finally:
+        _stubbed -= 1
+
+
+def plan_recording():
+    """The launch-plan recording in progress on this thread (tgpool/plans.py), or None."""
+    return getattr(_thread, "plan_recording", None)
+
+
+def set_plan_recording(recording) -> None:
+    _thread.plan_recording = recording
+
+
 def launch(
     kernel, grid, args, *, meta: dict, num_warps: int, num_stages: int, variant, source, config
 ) -> None:
     """Launch a generated kernel and account for it."""
+    recording = getattr(_thread, "plan_recording", None)
+    if recording is not None:
+        recording.record_launch(
+            kernel,
+            grid,
+            args,
+            dict(
+                meta=meta,
+                num_warps=num_warps,
+                num_stages=num_stages,
+                variant=variant,
+                source=source,
+                config=config,
+            ),
+        )
+        recording.paused += 1
+        try:
+            _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, config)
+        finally:
+            recording.paused -= 1
+        return
+    _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, config)
+
+
+def _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, config) -> None:
     name = kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__
     launch_counts[name] += 1
+    if _stubbed:
+        if _records is not None:
+            _records.append(
+                LaunchRecord(name, str(variant), str(source), config.describe(), tuple(grid), 0.0)
+            )
+        return
+    # a compiled specialisation is launched directly, without Triton's per-launch dispatch
+    # (tgpool/direct.py); the interpreter and TGPOOL_DIRECT_LAUNCH=0 keep kernel[grid](...)
+    direct = None
+    if not interpreter_enabled():
+        switch = _setting("TGPOOL_DIRECT_LAUNCH")
+        if switch is None or switch.lower() not in ("0", "false", "off", "no"):
+            from . import direct
     if _records is None:
-        kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
+        if direct is None:
+            kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
+        else:
+            direct.launch(kernel, grid, args, meta, num_warps, num_stages)
         return
     device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
     sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else lambda: None
     sync()
     start = time.perf_counter()
-    kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
+    if direct is None:
+        kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
+    else:
+        direct.launch(kernel, grid, args, meta, num_warps, num_stages)
     sync()
     _records.append(
         LaunchRecord(

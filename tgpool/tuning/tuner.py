@@ -311,8 +311,10 @@ def default_tuner() -> Tuner:
 
 
 def forget() -> None:
-    """Drop the per-process memo of looked-up configs (after tuning, or a cache change)."""
+    """Drop the per-process memo of looked-up configs (after tuning, or a cache change), and
+    with it every launch plan made with them (launch.configs_changed)."""
     _memo.clear()
+    launch.configs_changed()
 
 
 def autotune_enabled() -> bool:
@@ -367,6 +369,7 @@ def provide(family: str, variant, problem: dict, plan=None) -> LaunchConfig | No
             hit = tuner.store.lookup(key, reread=not capturing())
             config = hit[0] if hit else None
             if autotune_enabled():  # tuning was deferred: look again at the next launch
+                launch.volatile()  # so no launch plan may keep this config
                 return config
     except Exception as e:  # noqa: BLE001
         warnings.warn(
