@@ -44,6 +44,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_launch_plans():
+    """Each test plans its calls anew (tgpool/plans.py). Tests monkeypatch launchers' constants
+    (split thresholds, unrolling limits) that a plan recorded by an earlier test would not see;
+    a process never changes them, so outside the tests plans need no such reset."""
+    from tgpool.ops import boundary
+
+    boundary.PLANS.clear()
+
+
 def launches(prefix: str = "") -> int:
     """Kernel launches so far whose name starts with ``prefix`` (every launch with "")."""
     return sum(n for k, n in runtime.launch_counts.items() if k.startswith(prefix))

@@ -24,6 +24,7 @@ from .. import runtime
 from ..ops import adaptive as adaptive_ops
 from ..spec import DTYPES
 from . import autocast as autocast_policy
+from . import checked as calls
 
 __all__ = [
     "adaptive_avg_pool1d",
@@ -144,21 +145,30 @@ def checked(input, output_size, op: str, ndim: int, reduction: str):
 def _adaptive_avg(ndim: int, input, output_size):
     op = f"adaptive_avg_pool{ndim}d"
     input = autocast_policy.cast_input(op, input)
-    x, sizes, batched = checked(input, output_size, op, ndim, "avg")
-    if not runtime.uses_triton(x):
-        return getattr(F, op)(input, output_size)
-    out = adaptive_ops.adaptive_avg_pool(x, list(sizes))
+    key, call = calls.lookup(("adaptive_avg", ndim), input, output_size)
+    if call is None:
+        x, sizes, batched = checked(input, output_size, op, ndim, "avg")
+        if not runtime.uses_triton(x):
+            return getattr(F, op)(input, output_size)
+        call = calls.remember(key, (batched, list(sizes)))
+    batched, sizes = call
+    out = adaptive_ops.adaptive_avg_pool(input if batched else input.unsqueeze(0), sizes)
     return out if batched else out.squeeze(0)
 
 
 def _adaptive_max(ndim: int, input, output_size, return_indices):
     op = f"adaptive_max_pool{ndim}d"
     input = autocast_policy.cast_input(op, input)
-    x, sizes, batched = checked(input, output_size, op, ndim, "max")
-    if not runtime.uses_triton(x):
-        return getattr(F, op)(input, output_size, return_indices)
+    key, call = calls.lookup(("adaptive_max", ndim), input, output_size)
+    if call is None:
+        x, sizes, batched = checked(input, output_size, op, ndim, "max")
+        if not runtime.uses_triton(x):
+            return getattr(F, op)(input, output_size, return_indices)
+        call = calls.remember(key, (batched, list(sizes)))
+    batched, sizes = call
+    x = input if batched else input.unsqueeze(0)
     with_indices = bool(return_indices) or (torch.is_grad_enabled() and x.requires_grad)
-    out, idx = adaptive_ops.adaptive_max_pool(x, list(sizes), with_indices)
+    out, idx = adaptive_ops.adaptive_max_pool(x, sizes, with_indices)
     if not batched:
         out, idx = out.squeeze(0), idx.squeeze(0)
     return (out, idx) if return_indices else out

@@ -72,6 +72,10 @@ def op_for_global(reduction: str, ndim: int, inf_norm: bool = False) -> tuple[st
     return (f"adaptive_avg_pool{n}d",)
 
 
+#: whether autocast is on for any device (one C call: the common case costs nothing more)
+any_enabled = torch._C._is_any_autocast_enabled
+
+
 def runs_in_float32(ops: str | tuple[str, ...], device_type: str) -> bool:
     """Whether autocast is on for ``device_type`` and runs one of ``ops`` in float32."""
     table = FLOAT32_OPS.get(device_type)
@@ -95,6 +99,6 @@ def cast(ops: str | tuple[str, ...], device_type: str, *tensors):
 def cast_input(ops: str | tuple[str, ...], input):
     """``input`` cast as ``cast`` says on its own device; anything but a Tensor as given (the
     caller's checks report it)."""
-    if not isinstance(input, Tensor):
+    if not any_enabled() or not isinstance(input, Tensor):
         return input
     return cast(ops, input.device.type, input)[0]

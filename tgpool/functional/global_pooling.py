@@ -24,6 +24,7 @@ from ..ops import global_pool as global_ops
 from ..reference import global_pool as global_reference
 from ..spec import DTYPES
 from . import autocast as autocast_policy
+from . import checked as calls
 
 __all__ = ["global_pool", "global_max_pool", "global_avg_pool", "gem", "ragged_pool"]
 
@@ -145,6 +146,41 @@ def global_pool(
     gives 0 (and index -1). ``return_indices`` (max only): also the flat spatial index of the
     maximum, in C order over the spatial dims.
     """
+    key, call = None, None
+    if mask is None and not isinstance(p, Tensor):
+        arguments = (reduction, data_format, keepdim, p, eps, return_indices)
+        key, call = calls.lookup("global_pool", input, *arguments)
+    if call is None:
+        # input and p as autocast hands them over
+        call, input, p = _global_checked(
+            input, reduction, data_format, mask, p, eps, return_indices
+        )
+        if call[0] is None:  # the reference path ran (no Triton on this device)
+            values, channels_last = call[1], data_format == "channels_last"
+        else:
+            calls.remember(key, call)
+    if call[0] is not None:
+        contiguous, layout = call
+        channels_last = layout == "channels_last"
+        x = input.contiguous() if contiguous else input
+        values = _pool_triton(x, mask, None, reduction, layout, p, eps, return_indices)
+    spatial = range(1, input.dim() - 1) if channels_last else range(2, input.dim())
+    out, idx = values
+    if keepdim:
+        shape = (
+            (out.shape[0], *([1] * len(spatial)), out.shape[1])
+            if channels_last
+            else (*out.shape, *([1] * len(spatial)))
+        )
+        out = out.reshape(shape)
+        idx = idx.reshape(shape) if idx is not None else None
+    return (out, idx) if return_indices else out
+
+
+def _global_checked(input, reduction, data_format, mask, p, eps, return_indices):
+    """global_pool's checks: ((whether the input must be copied to collapse its spatial dims,
+    the kernels' layout) or (None, the reference path's values) where Triton does not run,
+    input, p), input and p as autocast hands them to the kernels."""
     op = "global_pool"
     _check_input(input, op)
     _check_reduction(reduction, op, return_indices)
@@ -159,34 +195,13 @@ def global_pool(
     channels_last = data_format == "channels_last"
     _check_mask(mask, input, channels_last, op)
     _check_p(p, eps, reduction, op, input.device)
-
     spatial = range(1, input.dim() - 1) if channels_last else range(2, input.dim())
     if runtime.uses_triton(input):
-        x = input if collapses(input, spatial) else input.contiguous()
-        values = _pool_triton(
-            x,
-            mask,
-            None,
-            reduction,
-            "channels_last" if channels_last else "channels_first",
-            p,
-            eps,
-            return_indices,
-        )
-    else:
-        values = _pool_reference(
-            global_reference.global_pool, (input, mask), reduction, channels_last, p, eps
-        )
-    out, idx = values
-    if keepdim:
-        shape = (
-            (out.shape[0], *([1] * len(spatial)), out.shape[1])
-            if channels_last
-            else (*out.shape, *([1] * len(spatial)))
-        )
-        out = out.reshape(shape)
-        idx = idx.reshape(shape) if idx is not None else None
-    return (out, idx) if return_indices else out
+        return (not collapses(input, spatial), data_format), input, p
+    values = _pool_reference(
+        global_reference.global_pool, (input, mask), reduction, channels_last, p, eps
+    )
+    return (None, values), input, p
 
 
 def _pool_reference(fn, tensors, reduction, *rest):
@@ -298,8 +313,13 @@ def _check_offsets(values, offsets, validate, op: str) -> None:
         return
     o = offsets.detach()
     total = values.shape[0]
-    ok = (o[0] == 0) & (o[1:] >= o[:-1]).all() & (o[-1] == total)
-    if not bool(ok):
+    if o.numel() <= 1024:  # a list of bounds is checked faster than three tensor ops
+        bounds = o.tolist()
+        ok = bounds[0] == 0 and bounds[-1] == total
+        ok = ok and all(a <= b for a, b in zip(bounds, bounds[1:]))
+    else:
+        ok = bool((o[0] == 0) & (o[1:] >= o[:-1]).all() & (o[-1] == total))
+    if not ok:
         raise RuntimeError(
             f"{op}: offsets must start at 0, never decrease and end at total_tokens ({total}); "
             f"got {o.tolist() if o.numel() <= 16 else 'a tensor that does not'}"

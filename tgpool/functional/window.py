@@ -25,6 +25,7 @@ from ..ops import window as ops
 from ..reference import padding as padding_reference
 from ..spec import DTYPES, PADDING_STRINGS, WindowPoolSpec, same_padding, window_spec
 from . import autocast as autocast_policy
+from . import checked
 
 
 def check_input(input: Tensor, op: str, ndim: int) -> bool:
@@ -108,27 +109,33 @@ def _max_pool(ndim, input, kernel_size, stride, padding, dilation, ceil_mode, re
     # autocast's list names max_pool3d, not max_pool3d_with_indices
     op = f"max_pool{ndim}d" + ("_with_indices" if return_indices else "")
     input = autocast_policy.cast_input(op, input)
-    mode = _string_padding(f"max_pool{ndim}d", padding, ceil_mode)
-    spec = window_spec(
-        "max", ndim, kernel_size, stride, 0 if mode else padding, dilation, ceil_mode
-    )
-    x, batched, spec, pad = _prepare(input, spec, mode)
-    if not runtime.uses_triton(x):
-        if mode == "same":
-            return padding_reference.max_pool_same(input, spec, return_indices)
-        return getattr(F, f"max_pool{ndim}d")(
-            input, kernel_size, stride, 0 if mode else padding, dilation, ceil_mode, return_indices
+    window = (kernel_size, stride, padding, dilation, ceil_mode)
+    key, call = checked.lookup(("max", ndim), input, *window)
+    if call is None:
+        mode = _string_padding(f"max_pool{ndim}d", padding, ceil_mode)
+        spec = window_spec(
+            "max", ndim, kernel_size, stride, 0 if mode else padding, dilation, ceil_mode
         )
+        x, batched, spec, pad = _prepare(input, spec, mode)
+        if not runtime.uses_triton(x):
+            if mode == "same":
+                return padding_reference.max_pool_same(input, spec, return_indices)
+            return getattr(F, f"max_pool{ndim}d")(input, *window, return_indices)
+        call = checked.remember(
+            key,
+            (
+                batched,
+                list(spec.kernel_size),
+                list(spec.stride),
+                pad,
+                list(spec.dilation),
+                spec.ceil_mode,
+            ),
+        )
+    batched, *args = call
+    x = input if batched else input.unsqueeze(0)
     with_indices = bool(return_indices) or (torch.is_grad_enabled() and x.requires_grad)
-    out, idx = ops.max_pool(
-        x,
-        list(spec.kernel_size),
-        list(spec.stride),
-        pad,
-        list(spec.dilation),
-        spec.ceil_mode,
-        with_indices,
-    )
+    out, idx = ops.max_pool(x, *args, with_indices)
     if not batched:
         out, idx = out.squeeze(0), idx.squeeze(0)
     return (out, idx) if return_indices else out
@@ -138,6 +145,23 @@ def _avg_pool(
     ndim, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
 ):
     input = autocast_policy.cast_input(f"avg_pool{ndim}d", input)
+    window = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    key, call = checked.lookup(("avg", ndim), input, *window)
+    if call is None:
+        call = _avg_pool_checked(ndim, input, *window)
+        if isinstance(call, Tensor):  # torch's own pooling ran (no Triton on this device)
+            return call
+        checked.remember(key, call)
+    batched, *args = call
+    out = ops.avg_pool(input if batched else input.unsqueeze(0), *args)
+    return out if batched else out.squeeze(0)
+
+
+def _avg_pool_checked(
+    ndim, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
+    """(batched, the op's window arguments) after every check, or torch's result where Triton
+    does not run."""
     mode = _string_padding(f"avg_pool{ndim}d", padding, ceil_mode)
     spec = window_spec(
         "avg",
@@ -168,16 +192,8 @@ def _avg_pool(
         if ndim == 1:
             return F.avg_pool1d(*args)
         return getattr(F, f"avg_pool{ndim}d")(*args, divisor_override)
-    out = ops.avg_pool(
-        x,
-        list(spec.kernel_size),
-        list(spec.stride),
-        pad,
-        spec.ceil_mode,
-        spec.count_include_pad,
-        spec.divisor_override,
-    )
-    return out if batched else out.squeeze(0)
+    window = (list(spec.kernel_size), list(spec.stride), pad, spec.ceil_mode)
+    return (batched, *window, spec.count_include_pad, spec.divisor_override)
 
 
 def max_pool1d(
@@ -245,6 +261,23 @@ def _lp_pool(ndim: int, input, norm_type, kernel_size, stride, ceil_mode) -> Ten
     # torch's composite runs max_pool on abs() for an infinite norm, else pow() and avg_pool
     infinite = isinstance(norm_type, (int, float)) and abs(norm_type) == float("inf")
     input = autocast_policy.cast_input(f"max_pool{ndim}d" if infinite else op, input)
+    key, call = checked.lookup(("lp", ndim), input, norm_type, kernel_size, stride, ceil_mode)
+    if call is None:
+        call = _lp_pool_checked(ndim, input, norm_type, kernel_size, stride, ceil_mode)
+        if isinstance(call, Tensor):  # torch's own pooling ran (no Triton on this device)
+            return call
+        checked.remember(key, call)
+    batched, *args = call
+    x = input if batched else input.unsqueeze(0)
+    with_state = torch.is_grad_enabled() and x.requires_grad
+    out, _ = lp_ops.lp_pool(x, *args, with_state)
+    return out if batched else out.squeeze(0)
+
+
+def _lp_pool_checked(ndim: int, input, norm_type, kernel_size, stride, ceil_mode):
+    """(batched, the op's arguments) after every check, or torch's result where Triton does not
+    run."""
+    op = f"lp_pool{ndim}d"
     # checks norm_type and the window (torch's lp_pool has no padding and no dilation)
     spec = window_spec("lp", ndim, kernel_size, stride, 0, 1, ceil_mode, norm_type=norm_type)
     x, batched, spec, _ = _prepare(input, spec)
@@ -259,11 +292,7 @@ def _lp_pool(ndim: int, input, norm_type, kernel_size, stride, ceil_mode) -> Ten
         )
     if not runtime.uses_triton(x):
         return getattr(F, op)(input, norm_type, kernel_size, stride, ceil_mode)
-    with_state = torch.is_grad_enabled() and x.requires_grad
-    out, _ = lp_ops.lp_pool(
-        x, spec.norm_type, list(spec.kernel_size), list(spec.stride), spec.ceil_mode, with_state
-    )
-    return out if batched else out.squeeze(0)
+    return (batched, spec.norm_type, list(spec.kernel_size), list(spec.stride), spec.ceil_mode)
 
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):

@@ -204,8 +204,11 @@ def _launch(family, ctx, args, problem) -> KernelLaunch:
 def check_indices_in_range(indices: torch.Tensor, output_size) -> None:
     """torch's CPU check: every index inside the output plane (reads the values: CPU only)."""
     volume = math.prod(output_size)
-    bad = (indices < 0) | (indices >= volume)
-    if bool(bad.any()):
+    if indices.numel() == 0:
+        return
+    low, high = indices.aminmax()  # one pass; the common case stops here
+    if int(low) < 0 or int(high) >= volume:
+        bad = (indices < 0) | (indices >= volume)
         value = int(indices[bad][0])
         dims = list(output_size) + ([1] if len(output_size) == 1 else [])
         raise RuntimeError(

@@ -12,16 +12,16 @@ Autograd graph:
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..kernels import adaptive as launcher
+from .boundary import tgpool_op
 from .window import _require_triton, index_gather
 
 # --- max pooling ----------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("tgpool::adaptive_max_pool", mutates_args=())
+@tgpool_op("tgpool::adaptive_max_pool")
 def adaptive_max_pool(
     x: Tensor, output_size: list[int], with_indices: bool
 ) -> tuple[Tensor, Tensor]:
@@ -57,7 +57,7 @@ def _max_backward(ctx, grad_out, _grad_indices):
 adaptive_max_pool.register_autograd(_max_backward, setup_context=_max_setup)
 
 
-@torch.library.custom_op("tgpool::adaptive_max_pool_backward", mutates_args=())
+@tgpool_op("tgpool::adaptive_max_pool_backward")
 def adaptive_max_pool_backward(
     grad_out: Tensor, indices: Tensor, input_size: list[int], channels_last: bool
 ) -> Tensor:
@@ -90,7 +90,7 @@ adaptive_max_pool_backward.register_autograd(
 # --- average pooling ------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("tgpool::adaptive_avg_pool", mutates_args=())
+@tgpool_op("tgpool::adaptive_avg_pool")
 def adaptive_avg_pool(x: Tensor, output_size: list[int]) -> Tensor:
     """Adaptive average pooling of batched ``x``."""
     _require_triton("adaptive_avg_pool", x)
@@ -115,7 +115,7 @@ def _avg_backward(ctx, grad_out):
 adaptive_avg_pool.register_autograd(_avg_backward, setup_context=_avg_setup)
 
 
-@torch.library.custom_op("tgpool::adaptive_avg_pool_backward", mutates_args=())
+@tgpool_op("tgpool::adaptive_avg_pool_backward")
 def adaptive_avg_pool_backward(
     grad_out: Tensor, input_size: list[int], channels_last: bool
 ) -> Tensor:

@@ -11,14 +11,14 @@ Autograd graph:
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..kernels import fractional as fractional_pool
+from .boundary import tgpool_op
 from .window import _require_triton, index_gather
 
 
-@torch.library.custom_op("tgpool::fractional_max_pool", mutates_args=())
+@tgpool_op("tgpool::fractional_max_pool")
 def fractional_max_pool(
     x: Tensor, samples: Tensor, kernel_size: list[int], output_size: list[int]
 ) -> tuple[Tensor, Tensor]:
@@ -51,7 +51,7 @@ def _backward(ctx, grad_out, _grad_indices):
 fractional_max_pool.register_autograd(_backward, setup_context=_setup)
 
 
-@torch.library.custom_op("tgpool::fractional_max_pool_backward", mutates_args=())
+@tgpool_op("tgpool::fractional_max_pool_backward")
 def fractional_max_pool_backward(
     grad_out: Tensor,
     indices: Tensor,

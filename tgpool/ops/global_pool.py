@@ -21,10 +21,11 @@ import torch
 from torch import Tensor
 
 from ..kernels import global_pool as launcher
+from .boundary import tgpool_op
 from .window import _require_triton
 
 
-@torch.library.custom_op("tgpool::global_pool", mutates_args=())
+@tgpool_op("tgpool::global_pool")
 def global_pool(
     x: Tensor,
     mask: Tensor | None,
@@ -110,7 +111,7 @@ def gem_p_grad(grad_out: Tensor, out: Tensor, aux: Tensor, counts: Tensor, p: Te
     return (grad_out.to(acc) * d).sum().reshape(p.shape).to(p.dtype)
 
 
-@torch.library.custom_op("tgpool::global_pool_backward", mutates_args=())
+@tgpool_op("tgpool::global_pool_backward")
 def global_pool_backward(
     grad_out: Tensor,
     grad_maxes: Tensor | None,

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..kernels import window as window_pool
 from ..spec import WindowPoolSpec, is_channels_last, window_spec
+from .boundary import tgpool_op
 from .window import _require_triton
 
 
@@ -41,7 +42,7 @@ def lp_spec(norm_type: float, kernel_size, stride, ceil_mode: bool) -> WindowPoo
     )
 
 
-@torch.library.custom_op("tgpool::lp_pool", mutates_args=())
+@tgpool_op("tgpool::lp_pool")
 def lp_pool(
     x: Tensor,
     norm_type: float,
@@ -85,7 +86,7 @@ def _lp_pool_backward(ctx, grad_out, _grad_state):
 lp_pool.register_autograd(_lp_pool_backward, setup_context=_lp_pool_setup)
 
 
-@torch.library.custom_op("tgpool::lp_pool_backward", mutates_args=())
+@tgpool_op("tgpool::lp_pool_backward")
 def lp_pool_backward(
     grad_out: Tensor,
     state: Tensor,

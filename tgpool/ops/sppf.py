@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from ..kernels import sppf as launcher
+from .boundary import tgpool_op
 from .window import _require_triton
 
 
-@torch.library.custom_op("tgpool::sppf", mutates_args=())
+@tgpool_op("tgpool::sppf")
 def sppf(x: Tensor, kernel_size: int, with_indices: bool) -> tuple[Tensor, Tensor]:
     """cat([x, pool(x), pool(pool(x)), pool(pool(pool(x)))], 1) of (N, C, H, W) ``x``."""
     _require_triton("sppf", x)
@@ -49,7 +50,7 @@ def _backward(ctx, grad_out, _grad_indices):
 sppf.register_autograd(_backward, setup_context=_setup)
 
 
-@torch.library.custom_op("tgpool::sppf_backward", mutates_args=())
+@tgpool_op("tgpool::sppf_backward")
 def sppf_backward(
     grad_out: Tensor, indices: Tensor, kernel_size: int, input_size: list[int], channels_last: bool
 ) -> Tensor:

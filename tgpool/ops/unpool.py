@@ -9,20 +9,26 @@ Autograd graph (unpooling is linear in its input):
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..kernels import unpool
+from .boundary import tgpool_op
 from .window import _require_triton
 
 
-@torch.library.custom_op("tgpool::max_unpool", mutates_args=())
+def _check(x: Tensor, indices: Tensor, output_size: list[int], channels_last: bool) -> None:
+    """Before every call, planned or not: CPU indices are checked, as torch's CPU kernel does
+    (free there; a device read on CUDA would cost a host synchronisation)."""
+    _require_triton("max_unpool", x, indices)
+    if indices.device.type == "cpu":
+        unpool.check_indices_in_range(indices, output_size)
+
+
+@tgpool_op("tgpool::max_unpool", host_check=_check)
 def max_unpool(x: Tensor, indices: Tensor, output_size: list[int], channels_last: bool) -> Tensor:
     """Zeros of spatial size ``output_size`` with x[n, c, p] stored at indices[n, c, p];
     ``channels_last``: the output's memory format (torch's choice, made by the caller)."""
     _require_triton("max_unpool", x, indices)
-    if indices.device.type == "cpu":  # free to check here, as torch's CPU kernel does
-        unpool.check_indices_in_range(indices, output_size)
     return unpool.forward(x, indices, output_size, channels_last)
 
 
@@ -44,7 +50,7 @@ def _backward(ctx, grad_out):
 max_unpool.register_autograd(_backward, setup_context=_setup)
 
 
-@torch.library.custom_op("tgpool::max_unpool_backward", mutates_args=())
+@tgpool_op("tgpool::max_unpool_backward")
 def max_unpool_backward(grad_out: Tensor, indices: Tensor) -> Tensor:
     """grad_in[n, c, p] = grad_out[n, c, indices[n, c, p]] (0 where the index is outside the
     output), contiguous like torch's: a gather, deterministic."""

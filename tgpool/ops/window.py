@@ -19,6 +19,7 @@ from torch import Tensor
 from .. import runtime
 from ..kernels import window as window_pool
 from ..spec import WindowPoolSpec, window_spec
+from .boundary import tgpool_op
 
 
 def _require_triton(op: str, *tensors: Tensor) -> None:
@@ -75,7 +76,7 @@ def _avg_spec(
 # --- max pooling ----------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("tgpool::max_pool", mutates_args=())
+@tgpool_op("tgpool::max_pool")
 def max_pool(
     x: Tensor,
     kernel_size: list[int],
@@ -121,7 +122,7 @@ def _max_pool_backward(ctx, grad_out, _grad_indices):
 max_pool.register_autograd(_max_pool_backward, setup_context=_max_pool_setup)
 
 
-@torch.library.custom_op("tgpool::max_pool_backward", mutates_args=())
+@tgpool_op("tgpool::max_pool_backward")
 def max_pool_backward(
     grad_out: Tensor,
     indices: Tensor,
@@ -161,7 +162,7 @@ max_pool_backward.register_autograd(
 )
 
 
-@torch.library.custom_op("tgpool::index_gather", mutates_args=())
+@tgpool_op("tgpool::index_gather")
 def index_gather(src: Tensor, indices: Tensor) -> Tensor:
     """out[n, c, o] = src[n, c, indices[n, c, o]], indices flat over src's spatial dims."""
     _require_triton("index_gather", src, indices)
@@ -176,7 +177,7 @@ def _(src, indices):
 # --- average pooling ------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("tgpool::avg_pool", mutates_args=())
+@tgpool_op("tgpool::avg_pool")
 def avg_pool(
     x: Tensor,
     kernel_size: list[int],
@@ -213,7 +214,7 @@ def _avg_pool_backward(ctx, grad_out):
 avg_pool.register_autograd(_avg_pool_backward, setup_context=_avg_pool_setup)
 
 
-@torch.library.custom_op("tgpool::avg_pool_backward", mutates_args=())
+@tgpool_op("tgpool::avg_pool_backward")
 def avg_pool_backward(
     grad_out: Tensor,
     input_size: list[int],
