@@ -101,15 +101,15 @@ def csv_records(rows: list[Row], env: dict, copy: float) -> list[dict]:
     return records
 
 
-def write_csv(path: Path, records: list[dict]) -> Path:
+def write_csv(path: Path, records: list[dict], columns: tuple[str, ...] = COLUMNS) -> Path:
     """Append to ``path``; a file with other columns is left alone and a new one started."""
-    header = ",".join(COLUMNS)
+    header = ",".join(columns)
     if path.exists() and path.read_text().split("\n", 1)[0] != header:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
     new = not path.exists()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         if new:
             writer.writeheader()
         writer.writerows(records)

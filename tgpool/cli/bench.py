@@ -1,9 +1,12 @@
 """``tgpool bench``: the benchmark suite (bench/cases.py) against its peers (bench/run.py),
 written as CSV, markdown and PNG (bench/report.py).
 
-Exit codes as in cli/commands.py: 0 on success, 1 when tgpool's result differs from a peer's or
-its kernels did not run, 2 on usage errors and without a GPU (unless --tiny), with a one-line
-reason.
+``tgpool bench --overhead``: host time per eager call of every function family beside ATen's
+(bench/overhead.py); on a machine without CUDA through the Triton interpreter, launches stubbed.
+
+Exit codes as in cli/commands.py: 0 on success, 1 when tgpool's result differs from a peer's or its
+kernels did not run, 2 on usage errors and without a GPU (unless --tiny or --overhead), with a
+one-line reason.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ NO_GPU = (
 
 def add_parser(sub) -> None:
     from ..bench import cases as bench_cases
+    from ..bench import overhead as bench_overhead
     from ..bench import run as bench_run
 
     p = sub.add_parser(
@@ -49,6 +53,27 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--no-max-autotune", action="store_true", help="skip the max-autotune peer (slow compiles)"
     )
+    o = p.add_argument_group("host cost per call (--overhead)")
+    o.add_argument(
+        "--overhead",
+        action="store_true",
+        help="host us per eager call of every function family (forward; forward with an input "
+        "that requires grad; forward + backward) beside ATen's same call, and the geomean ratio; "
+        "writes tgpool-overhead[-cpu].csv (appended) and .md under --out. On a GPU: real "
+        "launches; without one: through the Triton interpreter, launches stubbed after a warm-up",
+    )
+    o.add_argument(
+        "--quick", action="store_true", help="with --overhead: 3 short rounds (harness check)"
+    )
+    o.add_argument(
+        "--overhead-rounds", type=int, metavar="N", help="with --overhead: rounds (default 7)"
+    )
+    o.add_argument(
+        "--overhead-case",
+        action="append",
+        choices=[c.name for c in bench_overhead.CASES],
+        help="with --overhead: repeatable (default: all)",
+    )
     p.set_defaults(run=_bench)
 
 
@@ -73,6 +98,64 @@ def _reexec_interpreted(argv: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "tgpool", *argv], env)
 
 
+def _usage_error(args) -> str:
+    overhead_only = ("quick", "overhead_rounds", "overhead_case")
+    suite_only = ("tiny", "case", "dtype", "layout", "direction", "no_max_autotune")
+    if args.overhead:
+        given = [n for n in suite_only if getattr(args, n)]
+        if given:
+            return f"--{given[0].replace('_', '-')} does not apply to --overhead"
+        if args.overhead_rounds is not None and args.overhead_rounds < 1:
+            return "--overhead-rounds must be at least 1"
+        return ""
+    given = [n for n in overhead_only if getattr(args, n)]
+    return f"--{given[0].replace('_', '-')} needs --overhead" if given else ""
+
+
+def _out_dir(path: str) -> Path | None:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"tgpool bench: cannot create {out}: {e}", file=sys.stderr)
+        return None
+    return out
+
+
+def _overhead(args, out: Path) -> int:
+    import torch
+
+    from ..bench import overhead
+    from ..bench import report as bench_report
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    opts = overhead.Options.quick() if args.quick else overhead.Options()
+    opts.device = device
+    if args.overhead_rounds:
+        opts.rounds = args.overhead_rounds
+    if args.overhead_case:
+        opts.cases = tuple(args.overhead_case)
+    start = time.perf_counter()
+    rows = overhead.run(
+        opts,
+        progress=lambda s: print(f"[{time.perf_counter() - start:6.1f} s] {s}", file=sys.stderr),
+    )
+    env = overhead.environment(device)
+    stem = "tgpool-overhead" if device == "cuda" else "tgpool-overhead-cpu"
+    csv_path = bench_report.write_csv(
+        out / f"{stem}.csv", overhead.csv_records(rows, env), overhead.CSV_COLUMNS
+    )
+    table = overhead.table(rows, env, opts)
+    (out / f"{stem}.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwrote {csv_path}, {out / f'{stem}.md'}")
+    print(f"bench --overhead took {time.perf_counter() - start:.1f} s")
+    for r in rows:
+        if r.error:
+            print(f"tgpool bench --overhead: {r.case}: {r.error}", file=sys.stderr)
+    return 1 if any(r.error for r in rows) else 0
+
+
 def _bench(args) -> int:
     import torch
 
@@ -80,17 +163,21 @@ def _bench(args) -> int:
     from ..bench import report as bench_report
     from ..bench import run as bench_run
 
-    if args.tiny and not runtime.interpreter_enabled():
+    usage = _usage_error(args)
+    if usage:
+        print(f"tgpool bench: {usage}", file=sys.stderr)
+        return 2
+    interpret = args.tiny or (args.overhead and not torch.cuda.is_available())
+    if interpret and not runtime.interpreter_enabled():
         _reexec_interpreted(sys.argv[1:])
-    if not args.tiny and not torch.cuda.is_available():
+    if not interpret and not torch.cuda.is_available():
         print(NO_GPU, file=sys.stderr)
         return 2
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        print(f"tgpool bench: cannot create {out}: {e}", file=sys.stderr)
+    out = _out_dir(args.out)
+    if out is None:
         return 2
+    if args.overhead:
+        return _overhead(args, out)
     start = time.perf_counter()
     rows, copy = bench_run.run(
         _options(args),
