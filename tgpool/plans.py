@@ -14,9 +14,10 @@ follows from the call signature alone:
 ``PlanCache.call`` runs the first call of a signature in full while recording it: the allocations
 (seen by a dispatch mode), the launches (``runtime.launch`` hands them to the recorder), and where
 every kernel argument and every returned tensor comes from: an input, an allocation, or a view of
-one. An identical later call builds no plan: one key, one lookup, then it allocates, launches and
-returns. A call that does anything else (a copy, a fill, a sort, a host read, a view whose dtype
-differs) is not recorded, and runs in full every time, so a replay can never differ from a run.
+one. An identical later call builds no plan: one key, one lookup, then it allocates (zero-filling
+what the run zero-filled before its first launch), launches and returns. A call that does anything
+else (a copy, another fill, a sort, a host read, a view whose dtype differs) is not recorded, and
+runs in full every time, so a replay can never differ from a run.
 
 The cache is bounded (oldest plans dropped first), and safe under threads: a plan is immutable once
 stored, and recording is per thread.
@@ -41,6 +42,8 @@ ALLOCATIONS = {
     aten.new_empty_strided.default,
     aten.empty_like.default,
 }
+#: ATen ops that allocate zeros: a replay allocates, then zero-fills
+ZERO_ALLOCATIONS = {aten.zeros.default, aten.zeros_like.default, aten.new_zeros.default}
 #: plans kept before the oldest are dropped
 MAX_PLANS = 4096
 
@@ -102,6 +105,7 @@ class _Recording(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.allocations: list[torch.Tensor] = []
+        self.zeroed: set[int] = set()  # positions in allocations zero-filled before any launch
         self.launches: list[tuple] = []
         self.paused = 0
         self.replayable = True
@@ -119,9 +123,29 @@ class _Recording(TorchDispatchMode):
             return out
         if func in ALLOCATIONS:
             self.allocations.append(out)
+        elif func in ZERO_ALLOCATIONS:
+            self.zeroed.add(len(self.allocations))
+            self.allocations.append(out)
+        elif func is aten.zero_.default:
+            self._zero(args[0])
         elif not func.is_view:
             self.replayable = False
         return out
+
+    def _zero(self, t: torch.Tensor) -> None:
+        """``t.zero_()`` replays as a zero-filled allocation when ``t`` is a whole allocation and
+        no launch came before it (a launch may have written into it)."""
+        storage = t.untyped_storage().data_ptr()
+        for i, a in enumerate(self.allocations):
+            same = a is t or (
+                storage != 0
+                and a.untyped_storage().data_ptr() == storage
+                and a.numel() == t.numel()
+            )
+            if same and not self.launches:
+                self.zeroed.add(i)
+                return
+        self.replayable = False
 
 
 class Plan:
@@ -130,7 +154,7 @@ class Plan:
     __slots__ = ("allocations", "launches", "results", "single", "inputs")
 
     def __init__(self, allocations, launches, results, single):
-        self.allocations = allocations  # [(shape, stride, dtype, device)]
+        self.allocations = allocations  # [(shape, stride, dtype, device, zero-filled)]
         self.launches = launches  # [(kernel, grid, template, tensor_slots, launch kwargs)]
         self.results = results  # [slot]
         self.single = single  # the implementation returned one tensor, not a tuple
@@ -138,8 +162,9 @@ class Plan:
 
     def run(self, tensors: list):
         sources = list(tensors)
-        for shape, stride, dtype, device in self.allocations:
-            sources.append(torch.empty_strided(shape, stride, dtype=dtype, device=device))
+        for shape, stride, dtype, device, zeroed in self.allocations:
+            allocated = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+            sources.append(allocated.zero_() if zeroed else allocated)
         for kernel, grid, template, slots, kwargs in self.launches:
             args = list(template)
             for position, slot in slots:
@@ -201,7 +226,10 @@ def _build(recording: _Recording, tensors: list, result) -> Plan:
     results = [_slot(t, sources, exact=True) for t in outputs]
     if any((r if type(r) is int else r[0]) < len(tensors) for r in results):
         raise _Unplannable("a result aliases an input")
-    allocations = [(tuple(a.shape), tuple(a.stride()), a.dtype, a.device) for a in used]
+    allocations = [
+        (tuple(a.shape), tuple(a.stride()), a.dtype, a.device, i in recording.zeroed)
+        for i, a in enumerate(used)
+    ]
     return Plan(allocations, launches, results, single)
 
 
