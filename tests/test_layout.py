@@ -4,7 +4,7 @@ The imports are read from the source (``ast``), lazy imports inside functions in
 cycle that only shows at run time in some order of first calls is caught here too.
 
 Stages, lowest first (README, ARCHITECTURE):
-    core          spec, codegen, launch, runtime, plans, direct, resources, cache_io (top level)
+    core          spec, codegen, launch, runtime, plans, direct, traced, resources, cache_io
     reference     plain-torch semantics
     kernels       launchers
     ops           custom ops and autograd
@@ -24,7 +24,17 @@ import pytest
 import tgpool
 
 ROOT = pathlib.Path(tgpool.__file__).parent
-CORE = {"spec", "codegen", "launch", "runtime", "plans", "direct", "resources", "cache_io"}
+CORE = {
+    "spec",
+    "codegen",
+    "launch",
+    "runtime",
+    "plans",
+    "direct",
+    "traced",
+    "resources",
+    "cache_io",
+}
 
 #: stage -> the stages it may import (besides itself and the core)
 MAY_IMPORT = {

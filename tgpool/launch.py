@@ -117,6 +117,19 @@ VECTOR_BYTES = 16
 SCALAR_PER_THREAD = 4
 
 
+def misaligned(t, vector_bytes: int = VECTOR_BYTES) -> bool:
+    """Whether ``t``'s first element is off a ``vector_bytes`` boundary. Meta tensors (planning
+    ahead of time) count as aligned; a fake or functional tensor (traced by torch.compile, which
+    then launches the kernel itself) by its storage offset, its base taken as aligned, as
+    Inductor's own buffers are and as it makes the graph's inputs be."""
+    if t.device.type == "meta":
+        return False
+    try:
+        return t.data_ptr() % vector_bytes != 0
+    except RuntimeError:  # no data: a FakeTensor or FunctionalTensor
+        return t.storage_offset() * t.element_size() % vector_bytes != 0
+
+
 def heuristic(family: str, variant, problem: dict) -> LaunchConfig:
     """problem: ``inner`` (extent of the contiguous side), ``outer`` (extent of the other side),
     ``inner_step`` (input elements per inner element, the stride for segment loads), ``dtype``,

@@ -32,6 +32,7 @@ SETTINGS = (
     "TGPOOL_AUTOTUNE",
     "TGPOOL_CACHE_DIR",
     "TGPOOL_DIRECT_LAUNCH",
+    "TGPOOL_TRACE_KERNELS",
     "XDG_CACHE_HOME",
 )
 _TRUE = ("1", "true", "on", "yes")
@@ -52,7 +53,8 @@ def settings() -> tuple:
     return tuple(os.environ.get(k) for k in SETTINGS)
 
 
-def _setting(name: str):
+def setting(name: str):
+    """The environment variable ``name`` now (None when unset)."""
     if _env is not None and not torch.compiler.is_compiling():
         value = _env.get(_encode(name))
         return None if value is None else os.fsdecode(value)
@@ -61,7 +63,7 @@ def _setting(name: str):
 
 def flag(name: str) -> bool:
     """Whether the environment variable ``name`` is set to 1 / true / on / yes."""
-    value = _setting(name)
+    value = setting(name)
     return value is not None and value.lower() in _TRUE
 
 
@@ -128,10 +130,20 @@ def set_plan_recording(recording) -> None:
     _thread.plan_recording = recording
 
 
+def set_traced_launch(traced) -> None:
+    """While torch.compile traces an op into its kernels (tgpool/traced.py), ``traced`` takes
+    every launch on this thread instead (None: launches run)."""
+    _thread.traced_launch = traced
+
+
 def launch(
     kernel, grid, args, *, meta: dict, num_warps: int, num_stages: int, variant, source, config
 ) -> None:
     """Launch a generated kernel and account for it."""
+    traced = getattr(_thread, "traced_launch", None)
+    if traced is not None:
+        traced(kernel, grid, args, meta, num_warps, num_stages)
+        return
     recording = getattr(_thread, "plan_recording", None)
     if recording is not None:
         recording.record_launch(
@@ -169,7 +181,7 @@ def _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, co
     # (tgpool/direct.py); the interpreter and TGPOOL_DIRECT_LAUNCH=0 keep kernel[grid](...)
     direct = None
     if not interpreter_enabled():
-        switch = _setting("TGPOOL_DIRECT_LAUNCH")
+        switch = setting("TGPOOL_DIRECT_LAUNCH")
         if switch is None or switch.lower() not in ("0", "false", "off", "no"):
             from . import direct
     if _records is None:

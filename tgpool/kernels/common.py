@@ -34,7 +34,7 @@ def alignment(t5: torch.Tensor, inner_dim: int, extent: int) -> int:
     """Largest power-of-two element count, at most launch.VECTOR_BYTES, dividing ``t5``'s address,
     every stride but the contiguous ``inner_dim``'s (which must be 1), and ``extent``."""
     vector_bytes = launch.VECTOR_BYTES
-    if t5.stride(inner_dim) != 1 or (t5.device.type != "meta" and t5.data_ptr() % vector_bytes):
+    if t5.stride(inner_dim) != 1 or launch.misaligned(t5, vector_bytes):
         return 1
     values = [used_stride(t5, d) for d in range(t5.dim()) if d != inner_dim] + [extent]
     a = vector_bytes // t5.element_size()

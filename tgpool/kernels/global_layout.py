@@ -88,7 +88,7 @@ def alignment(tensors, tile: str, sizes, strides, ragged: bool) -> int:
             return 1
         values = [s_b, s_s, C]
     item = tensors[0].element_size()
-    if any(t.device.type != "meta" and t.data_ptr() % launch.VECTOR_BYTES for t in tensors):
+    if any(launch.misaligned(t) for t in tensors):
         return 1
     a = launch.VECTOR_BYTES // item
     while a > 1 and any(v % a for v in values):

@@ -68,7 +68,7 @@ def tensor_alignment(t3: torch.Tensor, inner: int) -> int:
     strides other than the contiguous ``inner`` dim's (which must be 1)."""
     if used_stride(t3, inner) not in (0, 1):
         return 1
-    if t3.device.type != "meta" and t3.data_ptr() % launch.VECTOR_BYTES:
+    if launch.misaligned(t3):
         return 1
     a = launch.VECTOR_BYTES // t3.element_size()
     strides = [used_stride(t3, d) for d in range(3) if d != inner]

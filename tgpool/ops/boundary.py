@@ -14,6 +14,10 @@ then the implementation runs directly (through its launch plan, ``tgpool.plans``
 needs a gradient, or through an ``autograd.Function`` built from the op's own ``setup_context`` and
 ``backward`` when one does, so gradients, double backward and saved tensors are the custom op's.
 Anything else takes the registered custom op, unchanged.
+
+Under torch.compile, AOTAutograd's ``FunctionalTensorMode`` decomposes each op into its Triton
+launches where tgpool/traced.py says so (CUDA, static shapes), as ``torch.library.triton_op``
+does: Inductor then launches tgpool's kernels itself. Elsewhere the op stays one opaque node.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch._library.custom_ops import CustomOpDef
+from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
 
-from .. import plans, runtime
+from .. import plans, runtime, traced
 
 Parameter = torch.nn.Parameter
 #: one plan cache for every op (keys start with the op's name)
@@ -57,6 +63,7 @@ class TgpoolOp(CustomOpDef):
         self._run = run
         self._function = None
         self.register_kernel(None)(run)
+        self.register_torch_dispatch(FunctionalTensorMode, _decomposition(impl))
 
     def register_autograd(self, backward, /, *, setup_context=None):
         super().register_autograd(backward, setup_context=setup_context)
@@ -106,6 +113,26 @@ def _plain_eager(args) -> bool:
             if not a.is_cuda and not (a.is_cpu and runtime.interpreter_enabled()):
                 return False
     return True
+
+
+def _decomposition(impl):
+    """The op under FunctionalTensorMode: its implementation, launches traced into the graph
+    (tgpool/traced.py), or the op itself where it is not decomposed."""
+
+    def decompose(mode, op, types, args, kwargs):
+        from torch.export._trace import custom_triton_ops_decomposition_disabled
+
+        if custom_triton_ops_decomposition_disabled() or not traced.decomposes(args):
+            return mode.__torch_dispatch__(op, types, args, kwargs)
+        if any(t not in _TRACED_TYPES and not issubclass(t, FakeTensor) for t in types):
+            return NotImplemented  # a tensor subclass: its own rules apply
+        with mode, traced.tracing():
+            return impl(*args, **kwargs)
+
+    return decompose
+
+
+_TRACED_TYPES = (Tensor, FunctionalTensor, Parameter)
 
 
 def _autograd_function(op: TgpoolOp, backward, setup_context):
