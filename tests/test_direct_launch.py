@@ -449,9 +449,10 @@ def _tgpool_launches(monkeypatch):
     seen = []
     launch = runtime._launch
 
-    def keep(kernel, grid, args, meta, num_warps, num_stages, *rest):
-        seen.append((kernel, tuple(grid), tuple(args), dict(meta), num_warps, num_stages))
-        return launch(kernel, grid, args, meta, num_warps, num_stages, *rest)
+    def keep(kernel, grid, args, options):
+        meta, warps, stages = options["meta"], options["num_warps"], options["num_stages"]
+        seen.append((kernel, tuple(grid), tuple(args), dict(meta), warps, stages))
+        return launch(kernel, grid, args, options)
 
     monkeypatch.setattr(runtime, "_launch", keep)
     x = torch.randn(2, 3, 9, 9, requires_grad=True)

@@ -137,19 +137,19 @@ _PY_READS = ("tolist", "numpy", "cpu")
 
 @pytest.fixture
 def no_host_sync(monkeypatch):
-    """A NoHostSync mode, paused inside runtime.launch, that also refuses Tensor.tolist, .numpy
+    """A NoHostSync mode, paused inside runtime.launch_with, that also refuses Tensor.tolist, .numpy
     and .cpu; use as ``with no_host_sync as mode:``."""
     mode = NoHostSync()
-    real_launch = runtime.launch
+    real_launch = runtime.launch_with  # runtime.launch and plan replays both call it
 
-    def launch(*args, **kwargs):
+    def launch(*args):
         mode.paused += 1
         try:
-            return real_launch(*args, **kwargs)
+            return real_launch(*args)
         finally:
             mode.paused -= 1
 
-    monkeypatch.setattr(runtime, "launch", launch)
+    monkeypatch.setattr(runtime, "launch_with", launch)
     for name in _PY_READS:
         real = getattr(torch.Tensor, name)
 

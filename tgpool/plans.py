@@ -12,8 +12,8 @@ follows from the call signature alone:
   the config provider changes) and ``codegen.loaded_generation()`` (the loaded kernel modules).
 
 ``PlanCache.call`` runs the first call of a signature in full while recording it: the allocations
-(seen by a dispatch mode), the launches (``runtime.launch`` hands them to the recorder), and where
-every kernel argument and every returned tensor comes from: an input, an allocation, or a view of
+(seen by a dispatch mode), the launches (``runtime.launch_with`` hands them to the recorder), and
+where every kernel argument and every returned tensor comes from: an input, an allocation, or a view of
 one. An identical later call builds no plan: one key, one lookup, then it allocates (zero-filling
 what the run zero-filled before its first launch), launches and returns. A call that does anything
 else (a copy, another fill, a sort, a host read, a view whose dtype differs) is not recorded, and
@@ -112,7 +112,7 @@ class _Recording(TorchDispatchMode):
         self.volatile_at_start = launch.volatile_count()
 
     def record_launch(self, kernel, grid, args, kwargs) -> None:
-        """runtime.launch hands every launch here (then pauses this recording while it runs);
+        """runtime.launch_with hands every launch here (then pauses this recording while it runs);
         launches made while the config provider runs (tuning) are not the call's own."""
         if not self.paused and launch.current_plan() is None:
             self.launches.append((kernel, grid, args, kwargs))
@@ -155,21 +155,22 @@ class Plan:
 
     def __init__(self, allocations, launches, results, single):
         self.allocations = allocations  # [(shape, stride, dtype, device, zero-filled)]
-        self.launches = launches  # [(kernel, grid, template, tensor_slots, launch kwargs)]
+        self.launches = launches  # [(kernel, grid, template, tensor_slots, launch options)]
         self.results = results  # [slot]
         self.single = single  # the implementation returned one tensor, not a tuple
         self.inputs = ()  # positions of the call's tensor arguments
 
-    def run(self, tensors: list):
-        sources = list(tensors)
+    def run(self, sources: list):
+        """The call again, on ``sources`` (the call's tensor arguments; extended in place)."""
         for shape, stride, dtype, device, zeroed in self.allocations:
             allocated = torch.empty_strided(shape, stride, dtype=dtype, device=device)
             sources.append(allocated.zero_() if zeroed else allocated)
-        for kernel, grid, template, slots, kwargs in self.launches:
+        launch = runtime.launch_with
+        for kernel, grid, template, slots, options in self.launches:
             args = list(template)
             for position, slot in slots:
-                args[position] = _resolve(slot, sources)
-            runtime.launch(kernel, grid, args, **kwargs)
+                args[position] = sources[slot] if type(slot) is int else _resolve(slot, sources)
+            launch(kernel, grid, args, options)
         if self.single:
             return _resolve(self.results[0], sources)
         return tuple(_resolve(slot, sources) for slot in self.results)

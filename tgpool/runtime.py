@@ -48,8 +48,7 @@ _KEYS = tuple(_encode(k) for k in SETTINGS) if _env is not None else ()
 def settings() -> tuple:
     """The values of ``SETTINGS`` now (raw, None when unset), in that order."""
     if _env is not None:
-        get = _env.get
-        return tuple(get(k) for k in _KEYS)
+        return tuple(map(_env.get, _KEYS))
     return tuple(os.environ.get(k) for k in SETTINGS)
 
 
@@ -140,50 +139,64 @@ def launch(
     kernel, grid, args, *, meta: dict, num_warps: int, num_stages: int, variant, source, config
 ) -> None:
     """Launch a generated kernel and account for it."""
+    options = dict(
+        meta=meta,
+        num_warps=num_warps,
+        num_stages=num_stages,
+        variant=variant,
+        source=source,
+        config=config,
+    )
+    launch_with(kernel, grid, args, options)
+
+
+def launch_with(kernel, grid, args, options: dict) -> None:
+    """``launch`` with its keyword arguments as one dict (what a launch plan keeps and replays)."""
     traced = getattr(_thread, "traced_launch", None)
     if traced is not None:
-        traced(kernel, grid, args, meta, num_warps, num_stages)
+        traced(kernel, grid, args, options["meta"], options["num_warps"], options["num_stages"])
         return
     recording = getattr(_thread, "plan_recording", None)
     if recording is not None:
-        recording.record_launch(
-            kernel,
-            grid,
-            args,
-            dict(
-                meta=meta,
-                num_warps=num_warps,
-                num_stages=num_stages,
-                variant=variant,
-                source=source,
-                config=config,
-            ),
-        )
+        recording.record_launch(kernel, grid, args, options)
         recording.paused += 1
         try:
-            _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, config)
+            _launch(kernel, grid, args, options)
         finally:
             recording.paused -= 1
         return
-    _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, config)
+    _launch(kernel, grid, args, options)
 
 
-def _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, config) -> None:
-    name = kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__
+_names: dict[int, str] = {}  # id(kernel) -> its name (generated kernels are never unloaded)
+_direct = None  # tgpool.direct, imported at the first direct launch
+
+
+def _kernel_name(kernel) -> str:
+    name = _names.get(id(kernel))
+    if name is None:
+        name = _names[id(kernel)] = kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__
+    return name
+
+
+def _launch(kernel, grid, args, options: dict) -> None:
+    global _direct
+    name = _kernel_name(kernel)
     launch_counts[name] += 1
     if _stubbed:
         if _records is not None:
-            _records.append(
-                LaunchRecord(name, str(variant), str(source), config.describe(), tuple(grid), 0.0)
-            )
+            _records.append(_record(name, grid, options, 0.0))
         return
+    meta, num_warps, num_stages = options["meta"], options["num_warps"], options["num_stages"]
     # a compiled specialisation is launched directly, without Triton's per-launch dispatch
     # (tgpool/direct.py); the interpreter and TGPOOL_DIRECT_LAUNCH=0 keep kernel[grid](...)
     direct = None
     if not interpreter_enabled():
         switch = setting("TGPOOL_DIRECT_LAUNCH")
         if switch is None or switch.lower() not in ("0", "false", "off", "no"):
-            from . import direct
+            if _direct is None:
+                from . import direct as _direct
+            direct = _direct
     if _records is None:
         if direct is None:
             kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
@@ -199,13 +212,9 @@ def _launch(kernel, grid, args, meta, num_warps, num_stages, variant, source, co
     else:
         direct.launch(kernel, grid, args, meta, num_warps, num_stages)
     sync()
-    _records.append(
-        LaunchRecord(
-            name,
-            str(variant),
-            str(source),
-            config.describe(),
-            tuple(grid),
-            time.perf_counter() - start,
-        )
-    )
+    _records.append(_record(name, grid, options, time.perf_counter() - start))
+
+
+def _record(name: str, grid, options: dict, seconds: float) -> LaunchRecord:
+    variant, source, config = options["variant"], options["source"], options["config"]
+    return LaunchRecord(name, str(variant), str(source), config.describe(), tuple(grid), seconds)

@@ -105,12 +105,17 @@ def _plain_eager(args) -> bool:
     """Whether only plain eager execution sees this call (see the module docstring)."""
     if _is_compiling() or _dispatch_modes() or _function_modes() or _functorch() is not None:
         return False
+    interpreted = None
     for a in args:
         if isinstance(a, Tensor):
             kind = type(a)
             if kind is not Tensor and kind is not Parameter:
                 return False
-            if not a.is_cuda and not (a.is_cpu and runtime.interpreter_enabled()):
+            if a.is_cuda:
+                continue
+            if interpreted is None:
+                interpreted = runtime.interpreter_enabled()
+            if not (interpreted and a.is_cpu):
                 return False
     return True
 

@@ -186,12 +186,12 @@ class _PlanOnMeta(TorchDispatchMode):
 
 def record_planned(workload: Callable[[str], None]) -> list:
     """The launches ``workload`` would plan, found on meta tensors, launching nothing."""
-    real_uses_triton, real_launch = runtime.uses_triton, runtime.launch
+    real_uses_triton, real_launch = runtime.uses_triton, runtime.launch_with
     runtime.uses_triton = lambda x: x.device.type == "meta" or real_uses_triton(x)
-    runtime.launch = lambda *args, **kwargs: None
+    runtime.launch_with = lambda *args: None  # runtime.launch and plan replays both call it
     try:
         with recording() as plans, _PlanOnMeta():
             workload("meta")
     finally:
-        runtime.uses_triton, runtime.launch = real_uses_triton, real_launch
+        runtime.uses_triton, runtime.launch_with = real_uses_triton, real_launch
     return plans
