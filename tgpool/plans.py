@@ -13,11 +13,11 @@ follows from the call signature alone:
 
 ``PlanCache.call`` runs the first call of a signature in full while recording it: the allocations
 (seen by a dispatch mode), the launches (``runtime.launch_with`` hands them to the recorder), and
-where every kernel argument and every returned tensor comes from: an input, an allocation, or a view of
-one. An identical later call builds no plan: one key, one lookup, then it allocates (zero-filling
-what the run zero-filled before its first launch), launches and returns. A call that does anything
-else (a copy, another fill, a sort, a host read, a view whose dtype differs) is not recorded, and
-runs in full every time, so a replay can never differ from a run.
+where every kernel argument and every returned tensor comes from: an input, an allocation, or a
+view of one. An identical later call builds no plan: one key, one lookup, then it allocates
+(zero-filling what the run zero-filled before its first launch), launches and returns. A call that
+does anything else (a copy, another fill, a sort, a host read, a view whose dtype differs) is not
+recorded, and runs in full every time, so a replay can never differ from a run.
 
 The cache is bounded (oldest plans dropped first), and safe under threads: a plan is immutable once
 stored, and recording is per thread.

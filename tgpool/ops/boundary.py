@@ -76,12 +76,11 @@ class TgpoolOp(CustomOpDef):
         )
 
     def __call__(self, *args, **kwargs):
-        if kwargs or not _plain_eager(args):
+        needs_grad = _plain_eager(args) if not kwargs else None
+        if needs_grad is None:
             return super().__call__(*args, **kwargs)
-        if self._function is not None and _grad_enabled():
-            for a in args:
-                if isinstance(a, Tensor) and a.requires_grad:
-                    return self._apply(*args)
+        if needs_grad and self._function is not None and _grad_enabled():
+            return self._apply(*args)
         return self._run(*args)
 
 
@@ -101,23 +100,26 @@ def tgpool_op(name: str, *, host_check=None):
     return register
 
 
-def _plain_eager(args) -> bool:
-    """Whether only plain eager execution sees this call (see the module docstring)."""
+def _plain_eager(args):
+    """None unless only plain eager execution sees this call (see the module docstring); else
+    whether a tensor argument requires grad. One pass: this runs on every eager call."""
     if _is_compiling() or _dispatch_modes() or _function_modes() or _functorch() is not None:
-        return False
+        return None
     interpreted = None
+    needs_grad = False
     for a in args:
         if isinstance(a, Tensor):
             kind = type(a)
             if kind is not Tensor and kind is not Parameter:
-                return False
-            if a.is_cuda:
-                continue
-            if interpreted is None:
-                interpreted = runtime.interpreter_enabled()
-            if not (interpreted and a.is_cpu):
-                return False
-    return True
+                return None
+            if not a.is_cuda:
+                if interpreted is None:
+                    interpreted = runtime.interpreter_enabled()
+                if not (interpreted and a.is_cpu):
+                    return None
+            if a.requires_grad:
+                needs_grad = True
+    return needs_grad
 
 
 def _decomposition(impl):
