@@ -29,8 +29,13 @@ bench-tiny: setup
 build/timm: $(BIN)/tgpool
 	$(BIN)/python -m pip install -q --no-deps --target $@ timm==1.0.31
 
+# Real model zoos for tests/test_enable_models.py, without their dependencies (torchvision's would
+# replace the CPU torch; what they import is in the dev extra).
+build/zoo: $(BIN)/tgpool
+	$(BIN)/python -m pip install -q --no-deps --target $@ torchvision==0.28.0 timm==1.0.31
+
 # The whole suite on CPU: every kernel runs through the Triton interpreter.
-test: setup build/timm
+test: setup build/timm build/zoo
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests
 
 test-interpret: test

@@ -47,7 +47,7 @@ MAY_IMPORT = {
     "tuning": {"kernels"},
     "aot": {"kernels", "ops"},
     "integrations": {"nn", "functional", "ops", "kernels", "reference"},
-    "bench": {"functional", "nn", "ops", "kernels", "reference", "tuning"},
+    "bench": {"functional", "nn", "ops", "kernels", "reference", "tuning", "integrations"},
     "cli": {
         *("functional", "nn", "ops", "kernels", "reference"),
         *("tuning", "aot", "bench", "integrations"),

@@ -39,6 +39,7 @@ from .functional import (  # noqa: F401
     ragged_pool,
     sppf,
 )
+from .integrations.enable import EnableReport, disable, enable, enabled  # noqa: F401
 from .integrations.patch import PatchReport, patch, unpatch  # noqa: F401
 
 __version__ = "0.1.0"

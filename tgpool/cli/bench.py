@@ -11,6 +11,7 @@ one-line reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -146,6 +147,12 @@ def _overhead(args, out: Path) -> int:
         out / f"{stem}.csv", overhead.csv_records(rows, env), overhead.CSV_COLUMNS
     )
     table = overhead.table(rows, env, opts)
+    if not args.overhead_case:  # tgpool.enable(): routed calls, and what other ops pay
+        from .. import runtime
+        from ..bench import enable_overhead
+
+        stub = runtime.launches_stubbed if device == "cpu" else contextlib.nullcontext
+        table += "\n\n" + enable_overhead.table(enable_overhead.run(opts, stub))
     (out / f"{stem}.md").write_text(table + "\n")
     print(table)
     print(f"\nwrote {csv_path}, {out / f'{stem}.md'}")

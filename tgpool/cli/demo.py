@@ -12,6 +12,9 @@ torch reference fills padding with -inf before ``amax``), then a linear classifi
 A third part switches an existing model over with one call: a tiny ResNet built from torch.nn only
 (``resnet_demo.TinyResNet``) is deep-copied, ``tgpool.patch`` replaces the copy's pooling modules,
 and both run forward and backward on the same input.
+
+A fourth leaves a model's code alone: ``tgpool.enabled()`` routes its functional pooling and global
+means to tgpool (cli/enable_demo.py), and a table shows the calls routed per ATen op.
 """
 
 from __future__ import annotations
@@ -264,6 +267,9 @@ def main(device: str | None = None, batch: int = 4, size: int = 32) -> int:
         )
     ok &= text_demo(device)
     ok &= resnet_demo(device)
+    from tgpool.cli.enable_demo import enable_demo
+
+    ok &= enable_demo(device)
     print("\nall checks passed" if ok else "\nFAILED: tgpool differs from torch")
     return 0 if ok else 1
 

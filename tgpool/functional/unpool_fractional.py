@@ -174,13 +174,34 @@ def _max_unpool(ndim, input, indices, kernel_size, stride, padding, output_size)
     size = unpool_output_size(input, kernel_size, stride, padding, output_size)
     size = _require_ints(op, "output_size", size)
     if ndim == 3:
-        stride = _require_ints(op, "stride", stride)
-        _require_ints(op, "padding", padding)
-        if any(s <= 0 for s in stride):
-            raise RuntimeError(f"strides should be greater than zero, but got stride: {stride}")
+        _check_unpool3d_stride(op, stride, padding)
     _check_unpool(op, ndim, input, indices, size)
     if not runtime.uses_triton(input):
         return getattr(F, op)(input, indices, kernel_size, stride, padding, output_size)
+    return _unpool(ndim, input, indices, size)
+
+
+def max_unpool_to_size(ndim, input, indices, output_size, stride=None, padding=None):
+    """max_unpool{ndim}d to ``output_size`` (the spatial size), as ATen's ``max_unpool2d/3d`` op
+    takes it (``tgpool.enable`` routes that op here); ``stride`` and ``padding``: max_unpool3d's,
+    checked as ATen checks them."""
+    op = f"max_unpool{ndim}d"
+    size = _require_ints(op, "output_size", output_size)
+    if ndim == 3:
+        _check_unpool3d_stride(op, stride, padding)
+    _check_unpool(op, ndim, input, indices, size)
+    return _unpool(ndim, input, indices, size)
+
+
+def _check_unpool3d_stride(op: str, stride, padding) -> None:
+    """ATen's max_unpool3d checks: stride and padding ints, stride positive."""
+    stride = _require_ints(op, "stride", stride)
+    _require_ints(op, "padding", padding)
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"strides should be greater than zero, but got stride: {stride}")
+
+
+def _unpool(ndim, input, indices, size):
     batched = input.dim() == ndim + 2
     x, k = (input, indices) if batched else (input.unsqueeze(0), indices.unsqueeze(0))
     channels_last = _unpool_output_channels_last(input, ndim, batched)
