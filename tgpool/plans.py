@@ -151,7 +151,7 @@ class _Recording(TorchDispatchMode):
 class Plan:
     """One recorded call: allocations, launches (arguments as slots), results (as slots)."""
 
-    __slots__ = ("allocations", "launches", "results", "single", "inputs")
+    __slots__ = ("allocations", "launches", "results", "single", "inputs", "_steps", "_result")
 
     def __init__(self, allocations, launches, results, single):
         self.allocations = allocations  # [(shape, stride, dtype, device, zero-filled)]
@@ -159,6 +159,14 @@ class Plan:
         self.results = results  # [slot]
         self.single = single  # the implementation returned one tensor, not a tuple
         self.inputs = ()  # positions of the call's tensor arguments
+        # each launch's argument list as one generated expression over the sources: a replay
+        # runs no Python loop over a kernel's 20-40 arguments
+        self._steps = [
+            (kernel, grid, _assembler(template, slots), options)
+            for kernel, grid, template, slots, options in launches
+        ]
+        assemble = _assembler([None] * len(results), list(enumerate(results)))
+        self._result = (lambda s: assemble(s)[0]) if single else (lambda s: tuple(assemble(s)))
 
     def run(self, sources: list):
         """The call again, on ``sources`` (the call's tensor arguments; extended in place)."""
@@ -166,14 +174,24 @@ class Plan:
             allocated = torch.empty_strided(shape, stride, dtype=dtype, device=device)
             sources.append(allocated.zero_() if zeroed else allocated)
         launch = runtime.launch_with
-        for kernel, grid, template, slots, options in self.launches:
-            args = list(template)
-            for position, slot in slots:
-                args[position] = sources[slot] if type(slot) is int else _resolve(slot, sources)
-            launch(kernel, grid, args, options)
-        if self.single:
-            return _resolve(self.results[0], sources)
-        return tuple(_resolve(slot, sources) for slot in self.results)
+        for kernel, grid, assemble, options in self._steps:
+            launch(kernel, grid, assemble(sources), options)
+        return self._result(sources)
+
+
+def _assembler(template, slots):
+    """``f(sources)``: ``template`` (a launch's arguments) with each slot's tensor filled in, as
+    one list display compiled once: ``[s[0], t[1], s[3], r(v[0], s), ...]``."""
+    items = [f"t[{i}]" for i in range(len(template))]
+    views = []
+    for position, slot in slots:
+        if type(slot) is int:
+            items[position] = f"s[{slot}]"
+        else:
+            items[position] = f"r(v[{len(views)}], s)"
+            views.append(slot)
+    scope = {"t": tuple(template), "v": tuple(views), "r": _resolve}
+    return eval(f"lambda s: [{', '.join(items)}]", scope)  # noqa: S307 - built from ints only
 
 
 def _resolve(slot, sources):
