@@ -47,25 +47,40 @@ def _run(call, x):
 CASES = {
     "F.max_pool1d": ("max_pool1d", (2, 3, 10), lambda x: F.max_pool1d(x, 3, 2, 1)),
     "F.max_pool1d indices": (
-        "max_pool1d_with_indices",
+        "max_pool1d",
         (2, 3, 10),
         lambda x: F.max_pool1d(x, 2, return_indices=True),
     ),
     "F.max_pool2d": ("max_pool2d", (2, 3, 9, 9), lambda x: F.max_pool2d(x, 3, 2, 1)),
+    "torch._C._nn.max_pool2d_with_indices": (
+        "max_pool2d_with_indices",
+        (2, 3, 8, 8),
+        lambda x: torch._C._nn.max_pool2d_with_indices(x, 2),
+    ),
+    "torch._C._nn.max_pool3d_with_indices": (
+        "max_pool3d_with_indices",
+        (1, 2, 4, 6, 6),
+        lambda x: torch._C._nn.max_pool3d_with_indices(x, 2),
+    ),
+    "torch.max_pool1d_with_indices": (
+        "max_pool1d_with_indices",
+        (2, 3, 10),
+        lambda x: torch.max_pool1d_with_indices(x, 2),
+    ),
     "F.max_pool2d ceil dilation": (
         "max_pool2d",
         (2, 3, 9, 9),
         lambda x: F.max_pool2d(x, 2, 2, 0, 2, ceil_mode=True),
     ),
     "F.max_pool2d indices": (
-        "max_pool2d_with_indices",
+        "max_pool2d",
         (2, 3, 8, 8),
         lambda x: F.max_pool2d(x, 2, return_indices=True),
     ),
     "torch.max_pool2d": ("max_pool2d", (2, 3, 8, 8), lambda x: torch.max_pool2d(x, 2)),
     "F.max_pool3d": ("max_pool3d", (1, 2, 4, 6, 6), lambda x: F.max_pool3d(x, 2)),
     "F.max_pool3d indices": (
-        "max_pool3d_with_indices",
+        "max_pool3d",
         (1, 2, 4, 6, 6),
         lambda x: F.max_pool3d(x, 2, return_indices=True),
     ),
@@ -81,7 +96,28 @@ CASES = {
         lambda x: F.avg_pool2d(x, 2, divisor_override=3),
     ),
     "F.avg_pool3d": ("avg_pool3d", (1, 2, 4, 6, 6), lambda x: F.avg_pool3d(x, 2, ceil_mode=True)),
-    "F.lp_pool2d": ("avg_pool2d", (2, 3, 8, 8), lambda x: F.lp_pool2d(x.abs() + 0.1, 2.0, 2)),
+    "F.lp_pool2d": ("lp_pool2d", (2, 3, 8, 8), lambda x: F.lp_pool2d(x.abs() + 0.1, 2.0, 2)),
+    "F.lp_pool1d": ("lp_pool1d", (2, 3, 10), lambda x: F.lp_pool1d(x.abs() + 0.1, 3.0, 2)),
+    "F.lp_pool3d": ("lp_pool3d", (1, 2, 4, 6, 6), lambda x: F.lp_pool3d(x.abs() + 0.1, 2.0, 2)),
+    "torch.avg_pool1d": ("avg_pool1d", (2, 3, 10), lambda x: torch.avg_pool1d(x, 2)),
+    "torch.adaptive_max_pool1d": (
+        "adaptive_max_pool1d",
+        (2, 3, 10),
+        lambda x: torch.adaptive_max_pool1d(x, 4),
+    ),
+    "torch.max_pool3d": ("max_pool3d", (1, 2, 4, 6, 6), lambda x: torch.max_pool3d(x, 2)),
+    "torch._C._nn.max_unpool3d": (
+        "max_unpool3d",
+        (1, 2, 4, 4, 4),
+        lambda x: torch._C._nn.max_unpool3d(
+            *torch._C._nn.max_pool3d_with_indices(x, 2), [4, 4, 4], [2, 2, 2], [0, 0, 0]
+        ),
+    ),
+    "F.max_unpool1d": (
+        "max_unpool1d",
+        (2, 3, 8),
+        lambda x: F.max_unpool1d(*F.max_pool1d(x, 2, return_indices=True), 2),
+    ),
     "F.adaptive_avg_pool1d": (
         "adaptive_avg_pool1d",
         (2, 3, 10),
@@ -146,6 +182,8 @@ CASES = {
     "mean (-2, -1) 3-D spatial": ("mean", (2, 3, 2, 4, 5), lambda x: x.mean((-3, -2, -1))),
     "mean channels-last dims": ("mean", (2, 5, 6, 3), lambda x: torch.mean(x, (1, 2))),
     "mean tokens dim=1": ("mean", (2, 7, 4), lambda x: x.mean(dim=1)),
+    "torch.mean keepdim=": ("mean", (2, 3, 5, 6), lambda x: torch.mean(x, (2, 3), keepdim=True)),
+    "torch.amax no grad": ("amax", (2, 3, 5), lambda x: torch.amax(x.detach(), 2)),
     "sum (2, 3)": ("sum", (2, 3, 5, 6), lambda x: x.sum((2, 3))),
     "amax (2, 3) no grad": ("amax", (2, 3, 5, 6), lambda x: x.detach().amax((2, 3))),
     "max dim=2 of (N, C, L)": ("max", (2, 3, 7), lambda x: x.max(dim=2)),
@@ -176,9 +214,13 @@ def test_each_route_matches_aten_with_its_gradient(case):
 
 
 def test_every_route_has_a_case():
+    from tgpool.integrations import entry_points
+
     named = {op for op, _, _ in CASES.values()}
-    missing = {name.split(".")[0] for name in ROUTES} - named
-    assert missing == set()
+    routes = {name.split(".")[0] for name in ROUTES}
+    assert routes - named == set()
+    assert set(entry_points.FUNCTIONAL) - named == set()
+    assert set(entry_points.REDUCTIONS) - named == set()
 
 
 def test_routed_outputs_carry_tgpools_autograd():
@@ -252,13 +294,26 @@ def test_amax_with_grad_keeps_atens_tie_rule():
     assert "tied maxima" in report.table()
 
 
-def test_inference_mode_and_disabled_calls_are_atens():
+def test_inference_mode_routes_the_swapped_entry_points_only():
+    x = torch.randn(2, 3, 8, 8)
+    with tgpool.enabled() as report, torch.inference_mode():
+        F.max_pool2d(x, 2)  # the swapped F function: routed
+        torch.max_pool2d(x, 2)  # the dispatcher's route: inference mode skips its key
+    assert report.routed["max_pool2d"] == 1
+
+
+def test_disable_puts_every_original_back():
+    def entry_points():
+        return [F.max_pool2d, F.avg_pool2d, torch.Tensor.mean, torch.mean, torch.Tensor.max]
+
+    originals = entry_points()
+    with tgpool.enabled():
+        assert F.max_pool2d is not originals[0] and torch.Tensor.mean is not originals[2]
+    assert entry_points() == originals
     x = torch.randn(2, 3, 8, 8)
     before = launched()
-    with tgpool.enabled() as report, torch.inference_mode():
-        F.max_pool2d(x, 2)
-    F.max_pool2d(x, 2)  # after the block
-    assert launched() == before and report.ops() == []
+    F.max_pool2d(x, 2), x.mean((2, 3)), torch.max_pool2d(x, 2)
+    assert launched() == before
 
 
 def test_enable_disable_nest_and_restore():

@@ -1,10 +1,11 @@
 """Host cost of ``tgpool.enable()``: routed pooling calls, and what other ops pay.
 
-Part of ``tgpool bench --overhead``. The same call is timed with tgpool disabled (ATen's kernels)
-and enabled (the call routed to tgpool, or passed back to ATen), interleaved in one run. Pooling
-calls are routed: their time is tgpool's host path plus the routing (on a CPU-only machine the
-launch is stubbed, as in the main table). Reductions that are not pooling go through the routing
-check and back to ATen; other ops are not touched, and their rows show it.
+Part of ``tgpool bench --overhead``. Each ATen call of the main table (torch's own pooling call,
+written as model code writes it) is timed with tgpool disabled (ATen's kernels) and enabled (the
+same call routed to tgpool), interleaved in one run, forward / forward with grad / forward +
+backward; on a CPU-only machine the launch is stubbed, as in the main table. Then calls that are
+not pooling: reductions go through the swapped ``Tensor`` method and back to ATen; other ops are
+not touched, and their rows show it.
 """
 
 from __future__ import annotations
@@ -14,35 +15,27 @@ import gc
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from ..integrations import enable as enabling
+from . import overhead
 from .cases import geomean
-from .overhead import Options, _calls_for, _per_call_us
 
-#: (call as printed, kind, input shape, fn)
-CALLS = [
-    ("F.max_pool2d(x, 3, 2, 1)", "routed", (2, 8, 16, 16), lambda x: F.max_pool2d(x, 3, 2, 1)),
-    ("F.avg_pool2d(x, 2)", "routed", (2, 8, 16, 16), lambda x: F.avg_pool2d(x, 2)),
-    (
-        "F.adaptive_avg_pool2d(x, 1)",
-        "routed",
-        (2, 8, 16, 16),
-        lambda x: F.adaptive_avg_pool2d(x, 1),
-    ),
-    ("x.mean((2, 3))", "routed", (2, 8, 16, 16), lambda x: x.mean((2, 3))),
-    ("x.mean(dim=1) tokens", "routed", (2, 16, 8), lambda x: x.mean(dim=1)),
-    ("x.mean(-1) of (64, 64)", "not pooling", (64, 64), lambda x: x.mean(-1)),
-    ("x.sum(0) of (64, 64)", "not pooling", (64, 64), lambda x: x.sum(0)),
+#: calls that are not pooling: (call as printed, kind, input shape, fn)
+OTHER_CALLS = [
+    ("x.mean(-1) of (64, 64)", "reduction, not pooling", (64, 64), lambda x: x.mean(-1)),
+    ("x.sum(0) of (64, 64)", "reduction, not pooling", (64, 64), lambda x: x.sum(0)),
+    ("loss.sum()", "reduction, not pooling", (64, 64), lambda x: x.sum()),
     ("x + x", "untouched", (64, 64), lambda x: x + x),
     ("torch.relu(x)", "untouched", (64, 64), torch.relu),
 ]
+#: the main table's cases whose ATen call is not pooling that enable routes
+NOT_ROUTED = {"ragged_max"}  # segment_reduce
 
 
 @dataclasses.dataclass
 class EnableRow:
     call: str
-    kind: str
+    kind: str  # the main table's column (routed calls), or what an other call is
     aten_us: float
     enabled_us: float
 
@@ -51,45 +44,58 @@ class EnableRow:
         return self.enabled_us / self.aten_us
 
 
-def run(opts: Options, stub) -> list[EnableRow]:
-    """Each call timed disabled and enabled; ``stub``: the launch stub of the main table."""
+def run(opts: overhead.Options, stub, device: str) -> list[EnableRow]:
+    """Every routed call and every other call, disabled and enabled."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows = []
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    for call, kind, shape, fn in CALLS:
+    names = opts.cases or [c.name for c in overhead.CASES]
+    for case in (overhead.BY_NAME[n] for n in names if n not in NOT_ROUTED):
+        for column in overhead.COLUMNS:
+            torch.manual_seed(0)
+            inputs = case.inputs(device)
+            inputs = [inputs[0].detach().requires_grad_(column != "fwd"), *inputs[1:]]
+            grad = None
+            if column == "fwd+bwd":
+                grad = torch.randn_like(overhead._tensors(case.torch(*inputs))[0])
+            step = overhead._step(case.torch, inputs, column, grad)
+            call = case.call if case.aten == "same" else case.aten  # torch's call, written out
+            rows.append(EnableRow(call, column, *_time(step, opts, stub, sync)))
+    for call, kind, shape, fn in OTHER_CALLS:
         x = torch.randn(*shape, device=device)
-        with enabling.enabled():
-            fn(x)  # warm-up: generates the kernels and plans the call
-        times = {False: [], True: []}
-        gc.collect()
-        with stub():
-            counts = {on: _count(fn, x, on, opts, sync) for on in (False, True)}
-            for r in range(opts.rounds):
-                for on in (False, True) if r % 2 == 0 else (True, False):
-                    times[on].append(_timed(fn, x, on, counts[on], sync))
-        rows.append(EnableRow(call, kind, *(statistics.median(times[on]) for on in (False, True))))
+        rows.append(EnableRow(call, kind, *_time(lambda x=x, fn=fn: fn(x), opts, stub, sync)))
     return rows
 
 
-def _count(fn, x, on, opts, sync) -> int:
-    if not on:
-        return _calls_for(lambda: fn(x), opts.round_ms, sync)
+def _time(step, opts, stub, sync) -> tuple[float, float]:
+    """Median us per call of ``step`` disabled and enabled, rounds interleaved."""
     with enabling.enabled():
-        return _calls_for(lambda: fn(x), opts.round_ms, sync)
+        step()  # warm-up: generates the kernels, plans the call
+    gc.collect()
+    times = {False: [], True: []}
+    with stub():
+        calls = {
+            on: _side(on, lambda: overhead._calls_for(step, opts.round_ms, sync)) for on in times
+        }
+        for r in range(opts.rounds):
+            for on in (False, True) if r % 2 == 0 else (True, False):
+                n = calls[on]
+                times[on].append(_side(on, lambda n=n: overhead._per_call_us(step, n, sync)))
+    return statistics.median(times[False]), statistics.median(times[True])
 
 
-def _timed(fn, x, on, calls, sync) -> float:
-    if not on:
-        return _per_call_us(lambda: fn(x), calls, sync)
+def _side(enabled: bool, measure):
+    if not enabled:
+        return measure()
     with enabling.enabled():
-        return _per_call_us(lambda: fn(x), calls, sync)
+        return measure()
 
 
 def table(rows: list[EnableRow]) -> str:
     lines = [
-        "tgpool.enable(): host us per call, the same call disabled (ATen) and enabled",
+        "tgpool.enable(): host us per call, torch's same call with tgpool disabled (ATen) and "
+        "enabled",
         "",
-        "| call | kind | ATen | enabled | x | enabled - ATen (us) |",
+        "| call | column / kind | ATen | enabled | x | enabled - ATen (us) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -98,7 +104,14 @@ def table(rows: list[EnableRow]) -> str:
             f"| {r.call} | {r.kind} | {r.aten_us:.1f} | {r.enabled_us:.1f} | {r.ratio:.2f} | "
             f"{delta:+.1f} |"
         )
-    routed = [r.ratio for r in rows if r.kind == "routed"]
+    routed = [r for r in rows if r.kind in overhead.COLUMNS]
     lines.append("")
-    lines.append(f"routed calls: geomean {geomean(routed):.2f}x ATen's")
+    for column in overhead.COLUMNS:
+        ratios = [r.ratio for r in routed if r.kind == column]
+        lines.append(f"routed {column}: geomean {geomean(ratios):.2f}x ATen's")
+    worst = max(routed, key=lambda r: r.ratio)
+    lines.append(
+        f"routed calls: geomean {geomean(r.ratio for r in routed):.2f}x ATen's over "
+        f"{len(routed)} rows; worst {worst.ratio:.2f}x ({worst.call}, {worst.kind})"
+    )
     return "\n".join(lines)

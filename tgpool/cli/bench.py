@@ -152,7 +152,7 @@ def _overhead(args, out: Path) -> int:
         from ..bench import enable_overhead
 
         stub = runtime.launches_stubbed if device == "cpu" else contextlib.nullcontext
-        table += "\n\n" + enable_overhead.table(enable_overhead.run(opts, stub))
+        table += "\n\n" + enable_overhead.table(enable_overhead.run(opts, stub, device))
     (out / f"{stem}.md").write_text(table + "\n")
     print(table)
     print(f"\nwrote {csv_path}, {out / f'{stem}.md'}")

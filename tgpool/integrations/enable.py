@@ -3,24 +3,33 @@
 ``patch`` swaps pooling modules; ``enable`` reaches what module swapping cannot: functional calls
 (``F.max_pool2d`` inside a block, ``F.adaptive_avg_pool2d`` heads), subclasses whose forward calls
 ``F.*``, and global pooling written as a reduction (``x.mean((2, 3))``, ``x.mean(dim=1)`` over
-tokens). It registers a Python kernel over each ATen operator in ``routes.ROUTES`` at the autograd
-dispatch key of CUDA (and of the CPU while ``TRITON_INTERPRET=1``: how it is tested here). The
-kernel runs the tgpool function the route names, whose outputs carry tgpool's autograd
-(deterministic gathers); a call tgpool cannot serve runs ATen's own kernel for that key, as if
-tgpool were not enabled (``strict=True`` raises instead), and the report says which and why.
+tokens). Two layers, one report:
+
+- entry_points.py swaps ``torch.nn.functional``'s pooling functions and the reductions
+  ``Tensor.mean / sum / amax / max`` (and ``torch.*``'s) for wrappers that call tgpool directly:
+  the short way, taken by most model code;
+- every other path reaches ATen's pooling operators, over which a Python kernel is registered at
+  the autograd dispatch key of CUDA (and of the CPU while ``TRITON_INTERPRET=1``: how it is tested
+  here): ``torch.max_pool2d``, C++ composites such as max_pool1d reaching
+  max_pool2d_with_indices, functions bound before enable().
+
+A routed call runs the tgpool function whose outputs carry tgpool's autograd (deterministic
+gathers); a call tgpool cannot serve runs ATen's own kernel, as if tgpool were not enabled
+(``strict=True`` raises instead), and the report says which and why.
 
 What stays ATen's, by design:
 
-- under ``torch.compile`` and ``torch.export`` the traced tensors are fake, and the graph keeps
-  ATen's ops: Inductor lowers and fuses pooling itself, the fast choice inside a compiled graph
-  (tgpool's own functions and ``tgpool.patch`` put tgpool's kernels there instead). A backend that
-  runs the graph's ATen ops eagerly (``aot_eager``) has them routed like any call;
-- ``torch.inference_mode`` skips autograd keys, so calls inside it are ATen's;
+- under ``torch.compile`` and ``torch.export`` tracing, the graph keeps ATen's ops: Inductor lowers
+  and fuses pooling itself, the fast choice inside a compiled graph (tgpool's own functions and
+  ``tgpool.patch`` put tgpool's kernels there instead). A backend that runs the graph's ATen ops
+  eagerly (``aot_eager``) has them routed like any call;
+- inside ``torch.inference_mode`` (which skips autograd keys), the calls that do not pass the
+  swapped Python functions;
 - a call made from inside a routed call (tgpool's own use of torch ops).
 
-A reduction that is not global pooling (``x.mean(-1)`` over a 2-D tensor, ``x.sum()``) pays the
-Python kernel's check and falls through: about 3-4 us more per call on this project's CPU
-(``tgpool bench --overhead`` prints it); no other operator is touched.
+A reduction that is not global pooling (``x.mean(-1)`` of a 2-D tensor, ``loss.sum()``) pays one
+Python call to the original method; no other operator is touched (``tgpool bench --overhead``
+prints both).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import warnings
 import torch
 
 from .. import runtime
+from . import entry_points
 from .routes import ROUTES
 
 _thread = threading.local()
@@ -67,11 +77,40 @@ class EnableReport:
 
 
 class _State:
+    """What enable() holds while on, and what both routing layers share."""
+
     def __init__(self):
         self.depth = 0  # nested enable() / enabled() blocks
         self.library = None
+        self.swapped: list = []  # entry_points.swap's originals
         self.reports: list[EnableReport] = []  # every open report counts each call
         self.strict: list[bool] = []
+        self.thread = _thread  # .inside: a routed call is running on this thread
+
+    @staticmethod
+    def inside() -> bool:
+        """A routed call is running on this thread (its own torch calls stay ATen's)."""
+        return getattr(_thread, "inside", False)
+
+    def routed(self, op: str) -> None:
+        for report in self.reports:
+            report.routed[op] += 1
+
+    def fell_through(self, op: str, reason: str) -> None:
+        for report in self.reports:
+            report.fell_through.setdefault(op, collections.Counter())[reason] += 1
+        if any(self.strict) and not reason.startswith("traced"):
+            raise NotImplementedError(
+                f"tgpool.enabled(strict=True): {op} is not served by tgpool here ({reason})"
+            )
+
+    @staticmethod
+    def run(fn, *args, **kwargs):
+        _thread.inside = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _thread.inside = False
 
 
 _STATE = _State()
@@ -86,6 +125,7 @@ def enable(*, strict: bool = False) -> EnableReport:
     with _lock:
         if _STATE.library is None:
             _STATE.library = _register()
+            _STATE.swapped = entry_points.swap(_STATE)
         _STATE.depth += 1
         report = EnableReport()
         _STATE.reports.append(report)
@@ -102,6 +142,8 @@ def disable() -> None:
         _STATE.reports.pop()
         _STATE.strict.pop()
         if _STATE.depth == 0:
+            entry_points.restore(_STATE.swapped)
+            _STATE.swapped = []
             _STATE.library._destroy()
             _STATE.library = None
 
@@ -140,31 +182,14 @@ def _kernel(name: str, route, original, keyset):
     op = name.split(".")[0]
 
     def kernel(*args, **kwargs):
-        if getattr(_thread, "inside", False):  # tgpool's own torch calls
+        if _STATE.inside():  # tgpool's own torch calls
             return original.call_boxed(keyset, *args, **kwargs)
         call = route(*args, **kwargs)
         if isinstance(call, str):
-            _fell_through(op, call)
+            _STATE.fell_through(op, call)
             return original.call_boxed(keyset, *args, **kwargs)
-        for report in _STATE.reports:
-            report.routed[op] += 1
-        _thread.inside = True
-        try:
-            return call()
-        finally:
-            _thread.inside = False
+        _STATE.routed(op)
+        return _STATE.run(call)
 
     kernel.__name__ = f"tgpool_{op}"
     return kernel
-
-
-def _fell_through(op: str, reason: str) -> None:
-    if reason == "not global pooling":  # a reduction, not pooling: not counted
-        return
-    for report in _STATE.reports:
-        report.fell_through.setdefault(op, collections.Counter())[reason] += 1
-    traced = reason.startswith("traced")
-    if any(_STATE.strict) and not traced:
-        raise NotImplementedError(
-            f"tgpool.enabled(strict=True): aten::{op} is not served by tgpool here ({reason})"
-        )

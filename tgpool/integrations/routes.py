@@ -9,9 +9,9 @@ errors are tgpool's own, raised as torch raises them.
 Pooling ops are routed at their public ATen names, the CompositeImplicitAutograd ones included
 (max_pool1d, avg_pool1d, adaptive_avg_pool1d-3d, adaptive_max_pool1d), so every path reaches them:
 ``F.*``, ``torch.max_pool2d``, modules and their subclasses, ATen's composites. Global pooling
-written as a reduction (``mean``, ``sum``, ``amax`` or ``max`` over every spatial dim of a 3-D to
-5-D tensor, channels-first or channels-last, or over the token axis of an (N, L, C) tensor) goes
-to ``global_pool``.
+written as a reduction (``mean``, ``sum``, ``amax`` or ``max`` over every spatial dim: see
+``global_layout``) is routed where Python calls it (entry_points.py), not here: a Python kernel
+over ``aten::mean`` would make every mean pay for the check.
 """
 
 from __future__ import annotations
@@ -156,41 +156,6 @@ def global_layout(x: Tensor, dim) -> str | None:
     return None
 
 
-def _reduction(reduction: str, aten: str):
-    def route(x, dim=None, keepdim=False, *, dtype=None):
-        layout = global_layout(x, dim) if isinstance(x, Tensor) else None
-        if layout is None:
-            return "not global pooling"
-        if dtype is not None and dtype != x.dtype:
-            return f"{aten} with dtype={dtype}"
-        reason = servable(x)
-        if reason:
-            return reason
-        if reduction == "max" and x.requires_grad and torch.is_grad_enabled() and aten == "amax":
-            # ATen's amax backward splits the gradient among tied maxima; tgpool's goes to one
-            return "amax of an input that requires grad (tied maxima share the gradient)"
-        return lambda: tgf.global_pool(x, reduction, data_format=layout, keepdim=keepdim)
-
-    return route
-
-
-def _max_dim(x, dim, keepdim=False):
-    layout = global_layout(x, dim) if isinstance(x, Tensor) else None
-    if layout is None:
-        return "not global pooling"
-    reason = servable(x)
-    if reason:
-        return reason
-
-    def call():
-        values, indices = tgf.global_pool(
-            x, "max", data_format=layout, keepdim=keepdim, return_indices=True
-        )
-        return values, indices
-
-    return call
-
-
 def _routes() -> dict:
     routes = {}
     for n in (1, 2, 3):
@@ -202,10 +167,6 @@ def _routes() -> dict:
     for n in (2, 3):
         routes[f"fractional_max_pool{n}d"] = _fractional(n)
         routes[f"max_unpool{n}d"] = _unpool(n)
-    routes["mean.dim"] = _reduction("avg", "mean")
-    routes["sum.dim_IntList"] = _reduction("sum", "sum")
-    routes["amax"] = _reduction("max", "amax")
-    routes["max.dim"] = _max_dim
     return routes
 
 
