@@ -17,15 +17,16 @@ $(BIN)/tgpool: pyproject.toml
 
 setup: $(BIN)/tgpool
 
-demo: setup
-	$(BIN)/tgpool demo
+# build/zoo on the path: the demo's enable() part runs torchvision's GoogLeNet, unmodified
+demo: setup build/zoo
+	PYTHONPATH=build/zoo $(BIN)/tgpool demo
 
 # The benchmark harness on tiny shapes through the interpreter (not a timing): it must not rot.
 bench-tiny: setup
 	$(BIN)/tgpool bench --tiny --out build/bench-tiny
 
-# timm's pooling heads for tests/test_patch.py, without timm's dependencies (torchvision does not
-# import beside torch 2.13); the tests load only timm/layers/adaptive_avgmax_pool.py from here.
+# timm's pooling heads for tests/test_patch.py, without timm's dependencies (that test loads one
+# file, timm/layers/adaptive_avgmax_pool.py, without importing timm or torchvision).
 build/timm: $(BIN)/tgpool
 	$(BIN)/python -m pip install -q --no-deps --target $@ timm==1.0.31
 
