@@ -245,6 +245,19 @@ def test_unsupported_dtypes_fall_through_with_the_same_result():
     assert "dtype int64" in report.table()
 
 
+def test_plain_cpu_tensors_are_left_to_aten(monkeypatch):
+    x = _x(2, 3, 8, 8)
+    with tgpool.enabled(strict=True) as report:  # by design, not a failure
+        monkeypatch.setenv("TRITON_INTERPRET", "0")  # CPU tensors now take torch's own pooling
+        before = launched()
+        got = [F.max_pool2d(x, 2), torch.max_pool2d(x, 2), x.mean((2, 3))]
+        assert launched() == before
+    monkeypatch.undo()
+    assert report.routed == {}
+    assert all("without the Triton interpreter" in r for r in report.fell_through["max_pool2d"])
+    torch.testing.assert_close(got[0], F.max_pool2d(x, 2))
+
+
 def test_strict_raises_before_any_launch():
     x = torch.randint(-5, 5, (2, 3, 8, 8))
     before = launched()

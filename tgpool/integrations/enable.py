@@ -15,7 +15,8 @@ tokens). Two layers, one report:
 
 A routed call runs the tgpool function whose outputs carry tgpool's autograd (deterministic
 gathers); a call tgpool cannot serve runs ATen's own kernel, as if tgpool were not enabled
-(``strict=True`` raises instead), and the report says which and why.
+(``strict=True`` raises instead, except for what is ATen's by design: traced calls and tensors on
+a device tgpool does not run on), and the report says which and why.
 
 What stays ATen's, by design:
 
@@ -44,7 +45,7 @@ import torch
 
 from .. import runtime
 from . import entry_points
-from .routes import ROUTES
+from .routes import BY_DESIGN, ROUTES
 
 _thread = threading.local()
 _lock = threading.RLock()
@@ -99,7 +100,7 @@ class _State:
     def fell_through(self, op: str, reason: str) -> None:
         for report in self.reports:
             report.fell_through.setdefault(op, collections.Counter())[reason] += 1
-        if any(self.strict) and not reason.startswith("traced"):
+        if any(self.strict) and not reason.startswith(BY_DESIGN):
             raise NotImplementedError(
                 f"tgpool.enabled(strict=True): {op} is not served by tgpool here ({reason})"
             )

@@ -23,6 +23,8 @@ from .. import functional as tgf
 from .. import runtime
 from ..functional import unpool_fractional
 
+#: reasons that leave a call to ATen by design, not for lack of support: strict mode allows them
+BY_DESIGN = ("traced", "not on a Triton device")
 #: the dtypes tgpool's kernels take
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -35,7 +37,7 @@ def servable(*tensors) -> str | None:
             # FakeTensor, FunctionalTensor (torch.compile, torch.export) or a user's subclass
             return "traced or a tensor subclass: ATen's op"
         if not runtime.uses_triton(t):
-            return f"{t.device.type} tensor without the Triton interpreter"
+            return f"not on a Triton device ({t.device.type}, without the Triton interpreter)"
     dtype = tensors[0].dtype
     if dtype not in DTYPES:
         return f"dtype {str(dtype).removeprefix('torch.')}"
