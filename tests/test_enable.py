@@ -393,23 +393,46 @@ def test_deterministic_mode_backward_runs():
 def test_compile_traces_atens_ops_and_routes_what_the_graph_calls():
     # tracing sees fake tensors: the graph holds ATen's ops (Inductor lowers those itself); a
     # backend that runs the graph's ATen ops eagerly (aot_eager) has them routed like any call
+    from torch._dynamo.backends.common import aot_autograd
+
     torch._dynamo.reset()
+    graphs = []
+
+    def capture(graph, _inputs):
+        graphs.append(graph)
+        return graph
+
+    backend = aot_autograd(fw_compiler=capture)
     x = torch.randn(2, 3, 8, 8)
 
     def f(t):
         return F.max_pool2d(t, 2).mean((2, 3))
 
-    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
-    with tgpool.enabled() as report:
+    compiled = torch.compile(f, backend=backend, fullgraph=True)
+    caches_off = torch._functorch.config.patch(enable_autograd_cache=False)  # trace, here
+    with caches_off, tgpool.enabled() as report:
         got = compiled(x)
-        traced = dict(report.fell_through)
         before = launched()
         again = compiled(x)
     torch.testing.assert_close(got, f(x))
     torch.testing.assert_close(again, f(x))
-    assert any(r.startswith("traced") for r in traced.get("max_pool2d", {}))
+    targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert any("max_pool2d" in t for t in targets), targets
+    assert not any(t.startswith("tgpool") for t in targets), targets
     assert launched() > before and report.routed["max_pool2d_with_indices"] >= 1
     torch._dynamo.reset()
+
+
+def test_traced_tensors_are_atens_by_design():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from tgpool.integrations.routes import BY_DESIGN, servable
+
+    with FakeTensorMode():
+        reason = servable(torch.empty(2, 3, 8, 8))
+    assert reason.startswith("traced") and reason.startswith(BY_DESIGN)
+    assert servable(torch.empty(2, 3, 8, 8)) is None
+    assert servable(torch.empty(2, 3, 8, 8, dtype=torch.int32)) == "dtype int32"
 
 
 def test_export_keeps_atens_ops():
