@@ -267,18 +267,21 @@ def test_strict_raises_before_any_launch():
 
 
 @pytest.mark.parametrize(
-    "call",
+    "shape, call",
     [
-        lambda t: t.mean(-1),  # over features of a 2-D tensor
-        lambda t: t.mean(),
-        lambda t: t.sum(0),
-        lambda t: t.amax(1),
+        ((4, 6), lambda t: t.mean(-1)),  # over features of a 2-D tensor
+        ((4, 6), lambda t: t.mean()),
+        ((4, 6), lambda t: t.sum(0)),
+        ((4, 6), lambda t: t.amax(1)),
+        ((2, 4, 6), lambda t: t.mean((0, 2))),  # the batch dim is not spatial
+        ((2, 4, 6), lambda t: (t > 0).sum(dim=2)),  # counting a mask: not pooling
+        ((2, 4, 6), lambda t: t.long().amax(2, keepdim=True)),
     ],
 )
-def test_reductions_that_are_not_pooling_are_left_alone(call):
-    x = torch.randn(4, 6)
+def test_reductions_that_are_not_pooling_are_left_alone(shape, call):
+    x = torch.randn(*shape)
     before = launched()
-    with tgpool.enabled() as report:
+    with tgpool.enabled(strict=True) as report:
         got = call(x)
     assert torch.equal(got, call(x))
     assert launched() == before

@@ -93,23 +93,26 @@ def _reduction(name: str, original, reduction: str, state):
     thread = state.thread
 
     def reduce(input, *args, **kwargs):
-        if _is_compiling():  # first: Dynamo then traces nothing more of this wrapper
-            pass
-        elif args and type(input) is Tensor and not getattr(thread, "inside", False):
-            call = _global(name, reduction, input, args, kwargs)
-            if call is None:
-                pass
-            elif isinstance(call, str):
+        if (
+            not _is_compiling()  # first: Dynamo then traces nothing more of this wrapper
+            and type(input) is Tensor
+            and (args or "dim" in kwargs)
+            and not getattr(thread, "inside", False)
+        ):
+            if args:
+                call = _global(name, reduction, input, args, kwargs)
+            else:  # x.mean(dim=..., keepdim=...)
+                rest = dict(kwargs)
+                call = _global(name, reduction, input, (rest.pop("dim"),), rest)
+            if isinstance(call, str):
                 state.fell_through(name, call)
-            else:
+            elif call is not None:
                 state.routed(name)
                 thread.inside = True
                 try:
                     return call()
                 finally:
                     thread.inside = False
-        elif "dim" in kwargs and not args and type(input) is Tensor:
-            return reduce(input, kwargs.pop("dim"), **kwargs)
         return original(input, *args, **kwargs)
 
     functools.update_wrapper(reduce, original)
@@ -127,6 +130,8 @@ def _global(name: str, reduction: str, x, args, kwargs):
         return None  # dtype=, out=, names: ATen's
     if name == "max" and type(dim) is not int:
         return None  # max() and max(other) are not pooling
+    if not x.is_floating_point():
+        return None  # counting (a mask's sum, an integer max) is not pooling
     layout = _layout(x, dim)
     if layout is None:
         return None
