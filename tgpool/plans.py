@@ -223,7 +223,7 @@ def _slot(t: torch.Tensor, sources: list[torch.Tensor], exact: bool):
 
 
 def _build(recording: _Recording, tensors: list, result) -> Plan:
-    used = [a for a in recording.allocations]
+    used = list(recording.allocations)
     sources = list(tensors) + used
     storages = [s.untyped_storage().data_ptr() for s in sources if s.numel()]
     if len(set(storages)) != len(storages):  # aliasing inputs: the origin would be ambiguous
@@ -307,7 +307,8 @@ _SCALARS = (int, float, bool, str, type(None))
 
 def signature(name: str, args: tuple):
     """The plan key of a call, or None when an argument cannot be keyed (then no plan)."""
-    key = [name, launch._epoch, codegen.loaded_generation(), _deterministic(), runtime.settings()]
+    epoch, generation = launch.config_epoch(), codegen.loaded_generation()
+    key = [name, epoch, generation, _deterministic(), runtime.settings()]
     append = key.append
     for a in args:
         kind = type(a)

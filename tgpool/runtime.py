@@ -36,6 +36,7 @@ SETTINGS = (
     "XDG_CACHE_HOME",
 )
 _TRUE = ("1", "true", "on", "yes")
+_FALSE = ("0", "false", "off", "no")
 # os.environ keeps its encoded variables in a dict: reading it directly costs tens of
 # nanoseconds where os.environ.get costs about a microsecond (it encodes the key every time)
 _env = getattr(os.environ, "_data", None)
@@ -62,8 +63,17 @@ def setting(name: str):
 
 def flag(name: str) -> bool:
     """Whether the environment variable ``name`` is set to 1 / true / on / yes."""
+    return switch(name) is True
+
+
+def switch(name: str) -> bool | None:
+    """The environment variable ``name`` as a switch: True (1 / true / on / yes), False
+    (0 / false / off / no), or None (unset, or anything else: the default applies)."""
     value = setting(name)
-    return value is not None and value.lower() in _TRUE
+    if value is None:
+        return None
+    value = value.lower()
+    return True if value in _TRUE else False if value in _FALSE else None
 
 
 _INTERPRET = _encode("TRITON_INTERPRET") if _env is not None else None
@@ -129,6 +139,11 @@ def set_plan_recording(recording) -> None:
     _thread.plan_recording = recording
 
 
+def traced_launch():
+    """What takes this thread's launches while an op is traced into its kernels, or None."""
+    return getattr(_thread, "traced_launch", None)
+
+
 def set_traced_launch(traced) -> None:
     """While torch.compile traces an op into its kernels (tgpool/traced.py), ``traced`` takes
     every launch on this thread instead (None: launches run)."""
@@ -191,28 +206,28 @@ def _launch(kernel, grid, args, options: dict) -> None:
     # a compiled specialisation is launched directly, without Triton's per-launch dispatch
     # (tgpool/direct.py); the interpreter and TGPOOL_DIRECT_LAUNCH=0 keep kernel[grid](...)
     direct = None
-    if not interpreter_enabled():
-        switch = setting("TGPOOL_DIRECT_LAUNCH")
-        if switch is None or switch.lower() not in ("0", "false", "off", "no"):
-            if _direct is None:
-                from . import direct as _direct
-            direct = _direct
+    if not interpreter_enabled() and switch("TGPOOL_DIRECT_LAUNCH") is not False:
+        if _direct is None:
+            from . import direct as _direct
+        direct = _direct
     if _records is None:
-        if direct is None:
-            kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
-        else:
-            direct.launch(kernel, grid, args, meta, num_warps, num_stages)
+        _fire(direct, kernel, grid, args, meta, num_warps, num_stages)
         return
     device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
     sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else lambda: None
     sync()
     start = time.perf_counter()
+    _fire(direct, kernel, grid, args, meta, num_warps, num_stages)
+    sync()
+    _records.append(_record(name, grid, options, time.perf_counter() - start))
+
+
+def _fire(direct, kernel, grid, args, meta, num_warps, num_stages) -> None:
+    """The launch itself: through the compiled kernel's launcher, or Triton's ``kernel[grid]``."""
     if direct is None:
         kernel[grid](*args, **meta, num_warps=num_warps, num_stages=num_stages)
     else:
         direct.launch(kernel, grid, args, meta, num_warps, num_stages)
-    sync()
-    _records.append(_record(name, grid, options, time.perf_counter() - start))
 
 
 def _record(name: str, grid, options: dict, seconds: float) -> LaunchRecord:

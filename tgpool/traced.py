@@ -40,7 +40,7 @@ _lock = threading.RLock()
 @contextlib.contextmanager
 def tracing():
     """Launches in the block become graph nodes (the op's implementation runs on traced tensors)."""
-    outer = getattr(runtime._thread, "traced_launch", None)
+    outer = runtime.traced_launch()
     runtime.set_traced_launch(launch)
     try:
         yield
@@ -50,10 +50,10 @@ def tracing():
 
 def decomposes(args) -> bool:
     """Whether a tgpool op with these (traced) arguments is decomposed into its kernels."""
-    setting = runtime.setting("TGPOOL_TRACE_KERNELS")
-    if setting is not None and setting.lower() in ("0", "false", "off", "no"):
+    setting = runtime.switch("TGPOOL_TRACE_KERNELS")
+    if setting is False:
         return False
-    forced = setting is not None and setting.lower() in ("1", "true", "on", "yes")
+    forced = setting is True
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if not tensors or any(_symbolic(a) for a in args):
         return False

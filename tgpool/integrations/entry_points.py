@@ -25,11 +25,11 @@ from torch import Tensor
 
 from .. import functional as tgf
 from .. import runtime
-from .routes import DTYPES, global_layout, servable
+from ..spec import DTYPES
+from .routes import global_layout, servable
 
 _is_compiling = torch.compiler.is_compiling
 Parameter = torch.nn.Parameter
-_DTYPES = frozenset(DTYPES)
 
 #: torch.nn.functional's pooling functions that tgpool.functional mirrors, signature for signature
 FUNCTIONAL = [
@@ -44,8 +44,9 @@ REDUCTIONS = {"mean": "avg", "sum": "sum", "amax": "max", "max": "max"}
 
 
 def swap(state) -> list:
-    """Swap every entry point; returns what ``restore`` needs. ``state`` has ``inside()`` (a
-    routed call is running on this thread) and ``routed(op)`` (count a routed call)."""
+    """Swap every entry point; returns what ``restore`` needs. ``state``: enable.py's, whose
+    ``thread.inside`` says a routed call is running on this thread, and whose ``routed(op)`` and
+    ``fell_through(op, reason)`` fill the open reports."""
     saved = []
     for name in FUNCTIONAL:
         original = getattr(F, name)
@@ -73,7 +74,7 @@ def _functional(name: str, original, replacement, state):
         if (
             not _is_compiling()  # first: Dynamo then traces nothing more of this wrapper
             and (kind is Tensor or kind is Parameter)
-            and input.dtype in _DTYPES
+            and input.dtype in DTYPES
             and (input.is_cuda or (input.is_cpu and runtime.interpreter_enabled()))
             and not getattr(thread, "inside", False)
         ):
@@ -135,7 +136,7 @@ def _global(name: str, reduction: str, x, args, kwargs):
     layout = _layout(x, dim)
     if layout is None:
         return None
-    if not (x.is_cuda or (x.is_cpu and runtime.interpreter_enabled())) or x.dtype not in _DTYPES:
+    if not (x.is_cuda or (x.is_cpu and runtime.interpreter_enabled())) or x.dtype not in DTYPES:
         return servable(x)  # the reason
     if name == "amax" and x.requires_grad and torch.is_grad_enabled():
         # ATen's amax backward splits the gradient among tied maxima; tgpool's goes to one

@@ -22,11 +22,10 @@ from torch import Tensor
 from .. import functional as tgf
 from .. import runtime
 from ..functional import unpool_fractional
+from ..spec import DTYPES  # the dtypes tgpool's kernels take
 
 #: reasons that leave a call to ATen by design, not for lack of support: strict mode allows them
 BY_DESIGN = ("traced", "not on a Triton device")
-#: the dtypes tgpool's kernels take
-DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import os
 import re
 import statistics
 import time
@@ -33,7 +32,7 @@ from collections.abc import Callable
 import torch
 import triton
 
-from .. import codegen, launch
+from .. import codegen, launch, runtime
 from ..launch import LaunchConfig
 from . import distributed as tune_dist
 from .cache import Store, TuneKey, entry_timings, make_entry
@@ -318,7 +317,7 @@ def forget() -> None:
 
 
 def autotune_enabled() -> bool:
-    return os.environ.get("TGPOOL_AUTOTUNE", "0").lower() in ("1", "true", "on", "yes")
+    return runtime.flag("TGPOOL_AUTOTUNE")
 
 
 def on_real_cuda(plan) -> bool:
