@@ -11,6 +11,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TGPOOL_CACHE_DIR", tempfile.mkdtemp(prefix="tgpool-test-cache-"))
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silences triton 3.9's notice
 
+import collections  # noqa: E402
 import contextlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -57,6 +58,18 @@ def _fresh_launch_plans():
 def launches(prefix: str = "") -> int:
     """Kernel launches so far whose name starts with ``prefix`` (every launch with "")."""
     return sum(n for k, n in runtime.launch_counts.items() if k.startswith(prefix))
+
+
+@contextlib.contextmanager
+def launched_kernels():
+    """The kernels launched inside the block, by name (``with launched_kernels() as counts``)."""
+    before = collections.Counter(runtime.launch_counts)
+    counts = collections.Counter()
+    yield counts
+    counts.update(runtime.launch_counts)
+    counts.subtract(before)
+    for name in [n for n, c in counts.items() if c <= 0]:
+        del counts[name]
 
 
 @contextlib.contextmanager

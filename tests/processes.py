@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -45,6 +46,12 @@ def spawn_ranks(worker, root: Path, nprocs: int = 2) -> None:
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     mp.spawn(worker, args=(str(root), free_port()), nprocs=nprocs, join=True)
+
+
+def run_ranks(worker, root: Path, nprocs: int = 2) -> list:
+    """``spawn_ranks``, then what each rank saved to ``root / f"rank{r}.pt"`` (torch.save)."""
+    spawn_ranks(worker, root, nprocs)
+    return [torch.load(root / f"rank{r}.pt") for r in range(nprocs)]
 
 
 @contextlib.contextmanager

@@ -10,15 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import launches
 
 import tgpool
-from tgpool import runtime
 from tgpool.integrations import enable as enabling
 from tgpool.integrations.routes import ROUTES, global_layout
-
-
-def launched() -> int:
-    return sum(runtime.launch_counts.values())
 
 
 def _x(*shape, dtype=torch.float32):
@@ -196,12 +192,12 @@ def test_each_route_matches_aten_with_its_gradient(case):
     op, shape, call = CASES[case]
     x = _x(*shape)
     expected, expected_grad = _run(call, x)
-    before = launched()
+    before = launches()
     with tgpool.enabled() as report:
         got, grad = _run(call, x)
     assert report.routed[op] >= 1, report.table()
     assert report.fell_through_count() == 0, report.table()
-    assert launched() > before, "no tgpool kernel ran"
+    assert launches() > before, "no tgpool kernel ran"
     for a, b in zip(got, expected, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
         if a.is_floating_point():
@@ -235,11 +231,11 @@ def test_routed_outputs_carry_tgpools_autograd():
 
 def test_unsupported_dtypes_fall_through_with_the_same_result():
     x = torch.randint(-5, 5, (2, 3, 8, 8))
-    before = launched()
+    before = launches()
     with tgpool.enabled() as report:
         got = F.max_pool2d(x, 2)
     assert torch.equal(got, F.max_pool2d(x, 2))
-    assert launched() == before
+    assert launches() == before
     assert report.routed["max_pool2d"] == 0
     assert report.fell_through["max_pool2d"] == {"dtype int64": 1}
     assert "dtype int64" in report.table()
@@ -249,9 +245,9 @@ def test_plain_cpu_tensors_are_left_to_aten(monkeypatch):
     x = _x(2, 3, 8, 8)
     with tgpool.enabled(strict=True) as report:  # by design, not a failure
         monkeypatch.setenv("TRITON_INTERPRET", "0")  # CPU tensors now take torch's own pooling
-        before = launched()
+        before = launches()
         got = [F.max_pool2d(x, 2), torch.max_pool2d(x, 2), x.mean((2, 3))]
-        assert launched() == before
+        assert launches() == before
     monkeypatch.undo()
     assert report.routed == {}
     assert all("without the Triton interpreter" in r for r in report.fell_through["max_pool2d"])
@@ -260,10 +256,10 @@ def test_plain_cpu_tensors_are_left_to_aten(monkeypatch):
 
 def test_strict_raises_before_any_launch():
     x = torch.randint(-5, 5, (2, 3, 8, 8))
-    before = launched()
+    before = launches()
     with tgpool.enabled(strict=True), pytest.raises(NotImplementedError, match="dtype int64"):
         F.max_pool2d(x, 2)
-    assert launched() == before
+    assert launches() == before
 
 
 @pytest.mark.parametrize(
@@ -280,11 +276,11 @@ def test_strict_raises_before_any_launch():
 )
 def test_reductions_that_are_not_pooling_are_left_alone(shape, call):
     x = torch.randn(*shape)
-    before = launched()
+    before = launches()
     with tgpool.enabled(strict=True) as report:
         got = call(x)
     assert torch.equal(got, call(x))
-    assert launched() == before
+    assert launches() == before
     assert report.ops() == []
 
 
@@ -327,9 +323,9 @@ def test_disable_puts_every_original_back():
         assert F.max_pool2d is not originals[0] and torch.Tensor.mean is not originals[2]
     assert entry_points() == originals
     x = torch.randn(2, 3, 8, 8)
-    before = launched()
+    before = launches()
     F.max_pool2d(x, 2), x.mean((2, 3)), torch.max_pool2d(x, 2)
-    assert launched() == before
+    assert launches() == before
 
 
 def test_enable_disable_nest_and_restore():
@@ -344,9 +340,9 @@ def test_enable_disable_nest_and_restore():
         tgpool.disable()
     assert not enabling.is_enabled()
     assert inner.routed["avg_pool2d"] == 1 and outer.routed["avg_pool2d"] == 2
-    before = launched()
+    before = launches()
     F.avg_pool2d(x, 2)
-    assert launched() == before
+    assert launches() == before
     tgpool.disable()  # disabling twice does nothing
 
 
@@ -415,14 +411,14 @@ def test_compile_traces_atens_ops_and_routes_what_the_graph_calls():
     caches_off = torch._functorch.config.patch(enable_autograd_cache=False)  # trace, here
     with caches_off, tgpool.enabled() as report:
         got = compiled(x)
-        before = launched()
+        before = launches()
         again = compiled(x)
     torch.testing.assert_close(got, f(x))
     torch.testing.assert_close(again, f(x))
     targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
     assert any("max_pool2d" in t for t in targets), targets
     assert not any(t.startswith("tgpool") for t in targets), targets
-    assert launched() > before and report.routed["max_pool2d_with_indices"] >= 1
+    assert launches() > before and report.routed["max_pool2d_with_indices"] >= 1
     torch._dynamo.reset()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from processes import gloo_group, spawn_ranks
+from processes import gloo_group, run_ranks
 from torch import nn
 
 BATCH = 4
@@ -60,9 +60,7 @@ def _worker(rank: int, root: str, port: int):
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("enable_ddp")
-    spawn_ranks(_worker, root)
-    return [torch.load(root / f"rank{r}.pt") for r in (0, 1)]
+    return run_ranks(_worker, tmp_path_factory.mktemp("enable_ddp"))
 
 
 def test_ranks_agree_with_atens_single_process(ranks):

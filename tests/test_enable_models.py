@@ -14,10 +14,10 @@ import types
 
 import pytest
 import torch
+from conftest import launches
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tgpool
-from tgpool import runtime
 from tgpool.integrations.routes import global_layout
 
 ZOO = pathlib.Path(__file__).resolve().parents[1] / "build" / "zoo"
@@ -115,13 +115,13 @@ def test_unmodified_models_route_every_pooling_call(zoo, name):
     expected, expected_grad = _forward_backward(model, x, unrouted)
     assert unrouted.calls, "the model has no pooling to route"
 
-    before = sum(runtime.launch_counts.values())
+    before = launches()
     reaching_aten = AtenPooling()
     with tgpool.enabled() as report:
         got, grad = _forward_backward(model, x, reaching_aten)
     assert reaching_aten.calls == [], f"still on ATen: {reaching_aten.calls}"
     assert report.fell_through_count() == 0, report.table()
     assert sum(report.routed.values()) >= len(unrouted.calls), report.table()
-    assert sum(runtime.launch_counts.values()) > before
+    assert launches() > before
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)

@@ -9,11 +9,11 @@ torch's custom-op wrapper; anything that traces or intercepts takes the register
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
 
 import pytest
 import torch
+from conftest import launched_kernels
 from torch._library.custom_ops import CustomOpDef
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -30,18 +30,6 @@ def builds() -> int:
     return boundary.PLANS.builds
 
 
-@contextlib.contextmanager
-def launches():
-    """The kernels launched inside the block, by name."""
-    before = collections.Counter(runtime.launch_counts)
-    counts = collections.Counter()
-    yield counts
-    counts.update(runtime.launch_counts)
-    counts.subtract(before)
-    for name in [n for n, c in counts.items() if c == 0]:
-        del counts[name]
-
-
 def _x(*shape, dtype=torch.float32):
     return torch.randn(*shape, dtype=dtype)
 
@@ -53,7 +41,7 @@ def test_a_second_identical_call_builds_no_plan():
     x = _x(2, 3, 9, 9)
     first = tgpool.max_pool2d(x, 3, 2, 1)
     before = builds()
-    with launches() as counts:
+    with launched_kernels() as counts:
         second = tgpool.max_pool2d(x.clone(), 3, 2, 1)
     assert builds() == before
     assert sum(counts.values()) == 1  # the replay launched the kernel
@@ -269,10 +257,10 @@ FAMILY_CALLS = {
 def test_a_replay_equals_the_full_run(family):
     call = FAMILY_CALLS[family]
     x = _x(2, 3, 8, 8)
-    with launches() as first_counts:
+    with launched_kernels() as first_counts:
         first = call(x)
     before, unplannable = builds(), boundary.PLANS.unplannable
-    with launches() as counts:
+    with launched_kernels() as counts:
         again = call(x)
     assert builds() == before, "the second call planned again"
     assert boundary.PLANS.unplannable == unplannable

@@ -8,11 +8,9 @@ CUDA tensors show what a GPU trace holds. The GPU test compiles with Inductor (s
 
 from __future__ import annotations
 
-import collections
-import contextlib
-
 import pytest
 import torch
+from conftest import launched_kernels
 from torch._dynamo.testing import AotEagerAndRecordGraphs
 from torch._functorch.aot_autograd import aot_function
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -33,17 +31,6 @@ def _fresh_dynamo():
 @pytest.fixture
 def forced(monkeypatch):
     monkeypatch.setenv("TGPOOL_TRACE_KERNELS", "1")
-
-
-@contextlib.contextmanager
-def launches():
-    before = collections.Counter(runtime.launch_counts)
-    counts = collections.Counter()
-    yield counts
-    counts.update(runtime.launch_counts)
-    counts.subtract(before)
-    for name in [n for n, c in counts.items() if c <= 0]:
-        del counts[name]
 
 
 def _graph_targets(graphs) -> list[str]:
@@ -90,7 +77,7 @@ def test_compiled_graphs_launch_the_kernels_themselves(family, forced, caplog):
 
     backend = AotEagerAndRecordGraphs()
     compiled = torch.compile(call, backend=backend, fullgraph=True)
-    with launches() as counts:
+    with launched_kernels() as counts:
         got = _outputs(compiled(x))
         (got_grad,) = torch.autograd.grad(got[0].square().sum(), x)
 
@@ -187,7 +174,7 @@ def test_a_cuda_trace_holds_the_kernels(family, no_gpu_queries):
     assert not any(str(n.target).startswith("tgpool.") for n in graph.graph.nodes)
     kernels = torch._higher_order_ops.triton_kernel_wrap.kernel_side_table
     names = {kernels.get_kernel(n.kwargs["kernel_idx"]).fn.__name__ for n in wrappers}
-    with launches() as eager:  # the same call in eager mode, on the CPU
+    with launched_kernels() as eager:  # the same call in eager mode, on the CPU
         call(torch.randn(2, 3, 8, 8))
     assert names == set(eager)
 
@@ -227,11 +214,11 @@ def test_inductor_launches_the_kernels_on_a_gpu(family):
 
     call, _ = FAMILIES[family]
     x = torch.randn(2, 3, 16, 16, device="cuda")
-    with launches() as eager:
+    with launched_kernels() as eager:
         expected = _outputs(call(x))
     compiled = torch.compile(call, fullgraph=True)
     _, (code, *_) = run_and_get_code(compiled, x)
-    with launches() as counts:
+    with launched_kernels() as counts:
         got = _outputs(compiled(x))
     assert not counts, "tgpool launched from Python inside a compiled graph"
     assert "torch.ops.tgpool" not in code
